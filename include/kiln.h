@@ -1,0 +1,355 @@
+/* kiln: a deep-learning runtime in C11.
+ *
+ * This header is the whole public API. Every object with a lifetime is an
+ * opaque handle. Ops return a new tensor handle that is never NULL: when an op
+ * fails, the handle it returns carries the failure (kiln_tensor_status and
+ * kiln_tensor_error), ops given a failed input pass the failure on without
+ * running, and the read that reaches it returns the status. Everything that is
+ * not a value-producing op returns kiln_status; its message is then available
+ * from kiln_last_error() on the same thread. The library never aborts, exits
+ * or prints on bad input.
+ *
+ * Ownership: a tensor returned by an op or a constructor belongs to the
+ * caller, who releases it with kiln_tensor_release, unless a scope is open on
+ * the calling thread (kiln_scope_begin), in which case the scope releases it
+ * at kiln_scope_end; kiln_keep moves a handle out to the enclosing scope (or to
+ * the caller when no scope encloses it). Handles may be shared between threads;
+ * the reference count is atomic. Scopes are per thread.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KILN_STATIC_DEFINE)
+#define KILN_API
+#elif defined(KILN_BUILDING)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+/* One list, from which the enum, kiln_status_name and kiln_status_str come. */
+#define KILN_STATUS_LIST(X)                                                          \
+  X(KILN_OK, "ok")                                                                   \
+  X(KILN_ERR_INVALID_ARGUMENT, "invalid argument")                                   \
+  X(KILN_ERR_SHAPE, "shape mismatch")                                                \
+  X(KILN_ERR_DTYPE, "unsupported dtype")                                             \
+  X(KILN_ERR_OUT_OF_RANGE, "value out of range")                                     \
+  X(KILN_ERR_OVERFLOW, "size overflow")                                              \
+  X(KILN_ERR_OUT_OF_MEMORY, "out of memory")                                         \
+  X(KILN_ERR_UNSUPPORTED, "unsupported")                                             \
+  X(KILN_ERR_IO, "input/output error")                                               \
+  X(KILN_ERR_CORRUPT, "corrupt or malformed data")                                   \
+  X(KILN_ERR_INTERNAL, "internal error")
+
+typedef enum {
+#define KILN_STATUS_ENUM_(name, text) name,
+  KILN_STATUS_LIST(KILN_STATUS_ENUM_)
+#undef KILN_STATUS_ENUM_
+  KILN_STATUS_COUNT
+} kiln_status;
+
+/* "KILN_ERR_SHAPE" for KILN_ERR_SHAPE; "unknown status" outside the list. */
+KILN_API const char *kiln_status_name(kiln_status s);
+/* A short human sentence fragment: "shape mismatch". */
+KILN_API const char *kiln_status_str(kiln_status s);
+/* The message of the last failing call on this thread ("" if none). Valid
+ * until the next kiln call on this thread. */
+KILN_API const char *kiln_last_error(void);
+
+/* Allocation goes through one hook so tests can inject failures. Passing NULL
+ * restores the default (aligned malloc). Not thread-safe against concurrent
+ * allocation: set it before using kiln from other threads. */
+typedef void *(*kiln_alloc_fn)(size_t size, size_t align, void *user);
+typedef void (*kiln_free_fn)(void *ptr, void *user);
+KILN_API void kiln_set_allocator(kiln_alloc_fn alloc, kiln_free_fn free_fn, void *user);
+
+/* ---------------------------------------------------------------- dtypes */
+
+typedef enum {
+  KILN_F32 = 0, /* the compute type */
+  KILN_F64,
+  KILN_I32,
+  KILN_I64,
+  KILN_U8,
+  KILN_BOOL, /* one byte, 0 or 1 */
+  KILN_DTYPE_COUNT
+} kiln_dtype;
+
+KILN_API const char *kiln_dtype_name(kiln_dtype dt); /* "float32", ... */
+KILN_API size_t kiln_dtype_size(kiln_dtype dt);      /* 0 if not a dtype */
+
+#define KILN_MAX_DIMS 8
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef struct kiln_tensor kiln_tensor;
+
+KILN_API kiln_tensor *kiln_tensor_retain(kiln_tensor *t);
+KILN_API void kiln_tensor_release(kiln_tensor *t); /* NULL does nothing */
+
+/* Accessors. On a failed tensor, shape queries return what was inferred
+ * before the failure, possibly ndim 0. */
+KILN_API kiln_status kiln_tensor_status(const kiln_tensor *t);
+KILN_API const char *kiln_tensor_error(const kiln_tensor *t); /* "" when ok */
+KILN_API kiln_dtype kiln_tensor_dtype(const kiln_tensor *t);
+KILN_API int kiln_tensor_ndim(const kiln_tensor *t);
+KILN_API int64_t kiln_tensor_dim(const kiln_tensor *t, int axis); /* negative axes count from the end */
+KILN_API const int64_t *kiln_tensor_shape(const kiln_tensor *t);
+KILN_API const int64_t *kiln_tensor_strides(const kiln_tensor *t); /* in elements */
+KILN_API int64_t kiln_tensor_numel(const kiln_tensor *t);
+KILN_API bool kiln_tensor_is_contiguous(const kiln_tensor *t);
+
+/* Copies the elements, in row-major order of the logical shape, into buf,
+ * which must hold numel * dtype size bytes. Fails with the tensor's own status
+ * when it carries a failure. */
+KILN_API kiln_status kiln_tensor_copy_to(const kiln_tensor *t, void *buf, size_t buf_bytes);
+/* The single element of a tensor with one element, converted to double. */
+KILN_API kiln_status kiln_tensor_item(const kiln_tensor *t, double *out);
+
+/* numpy-like text: "array([[1., 2.],\n       [3., 4.]], dtype=float32)".
+ * Large tensors are summarised with "..." as numpy does. kiln_tensor_format
+ * writes at most cap bytes (always NUL-terminated when cap > 0) and stores the
+ * full length in *needed when needed is not NULL. A failed tensor formats as
+ * "<error: message>". */
+KILN_API kiln_status kiln_tensor_format(const kiln_tensor *t, char *buf, size_t cap, size_t *needed);
+KILN_API kiln_status kiln_tensor_print(const kiln_tensor *t, FILE *out);
+
+/* ---------------------------------------------------------------- scopes */
+
+/* Open a scope on this thread: handles created until the matching
+ * kiln_scope_end are released by it. Scopes nest. */
+KILN_API kiln_status kiln_scope_begin(void);
+KILN_API kiln_status kiln_scope_end(void);
+/* Keep t alive past the innermost scope: it moves to the enclosing scope, or,
+ * when none, to the caller, who then releases it. Returns t. */
+KILN_API kiln_tensor *kiln_keep(kiln_tensor *t);
+
+/* ---------------------------------------------------------------- creation */
+
+KILN_API kiln_tensor *kiln_zeros(kiln_dtype dt, int ndim, const int64_t *shape);
+KILN_API kiln_tensor *kiln_ones(kiln_dtype dt, int ndim, const int64_t *shape);
+KILN_API kiln_tensor *kiln_full(kiln_dtype dt, int ndim, const int64_t *shape, double value);
+/* [start, stop) by step, like numpy.arange. */
+KILN_API kiln_tensor *kiln_arange(double start, double stop, double step, kiln_dtype dt);
+/* num points from start to stop inclusive, like numpy.linspace. */
+KILN_API kiln_tensor *kiln_linspace(double start, double stop, int64_t num, kiln_dtype dt);
+/* n x m with ones on the diagonal. */
+KILN_API kiln_tensor *kiln_eye(int64_t n, int64_t m, kiln_dtype dt);
+/* Copies numel * dtype size bytes from data (row-major). */
+KILN_API kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const void *data);
+/* A contiguous copy of any tensor or view. */
+KILN_API kiln_tensor *kiln_contiguous(kiln_tensor *t);
+KILN_API kiln_tensor *kiln_copy(kiln_tensor *t);
+
+/* Random numbers come from a counter-based generator (Philox-4x32-10): each
+ * call reserves a block of counters from the generator at call time, and
+ * element i of the result depends only on the seed, that block and i. So
+ * results do not depend on thread counts, and threads that each own a
+ * generator get the same numbers whatever the interleaving. A generator may be
+ * shared between threads (the reservation is atomic), but then the order of
+ * calls decides who gets which block. gen == NULL uses this thread's default
+ * generator, seeded by kiln_seed (seed 0 until then). */
+typedef struct kiln_generator kiln_generator;
+KILN_API kiln_generator *kiln_generator_new(uint64_t seed);
+KILN_API void kiln_generator_free(kiln_generator *g);
+KILN_API void kiln_seed(uint64_t seed); /* resets this thread's default generator */
+
+KILN_API kiln_tensor *kiln_random_uniform(kiln_generator *gen, double low, double high, kiln_dtype dt,
+                                          int ndim, const int64_t *shape);
+KILN_API kiln_tensor *kiln_random_normal(kiln_generator *gen, double mean, double stddev, kiln_dtype dt,
+                                         int ndim, const int64_t *shape);
+/* 1 with probability p, else 0. */
+KILN_API kiln_tensor *kiln_random_bernoulli(kiln_generator *gen, double p, kiln_dtype dt, int ndim,
+                                            const int64_t *shape);
+
+/* ---------------------------------------------------------------- views */
+
+/* These share storage with their input; no data moves, except kiln_reshape
+ * of a non-contiguous tensor, which copies (as torch.reshape does). One entry
+ * of a reshape's shape may be -1: it is inferred. */
+KILN_API kiln_tensor *kiln_reshape(kiln_tensor *x, int ndim, const int64_t *shape);
+KILN_API kiln_tensor *kiln_transpose(kiln_tensor *x, int axis0, int axis1);
+KILN_API kiln_tensor *kiln_permute(kiln_tensor *x, int ndim, const int *axes);
+/* x[start:stop:step] along axis, with numpy's rules for negative and
+ * out-of-range bounds; step may be negative, not zero. Use KILN_END for an
+ * open bound. */
+#define KILN_END INT64_MAX
+KILN_API kiln_tensor *kiln_slice(kiln_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
+KILN_API kiln_tensor *kiln_broadcast_to(kiln_tensor *x, int ndim, const int64_t *shape);
+/* axis = KILN_ALL_AXES squeezes every size-1 dim. */
+#define KILN_ALL_AXES INT32_MIN
+KILN_API kiln_tensor *kiln_squeeze(kiln_tensor *x, int axis);
+KILN_API kiln_tensor *kiln_expand_dims(kiln_tensor *x, int axis);
+
+/* ---------------------------------------------------------------- elementwise */
+
+/* Unary ops take float32 or float64 (neg, abs, square, sign also integers)
+ * and keep the dtype. */
+KILN_API kiln_tensor *kiln_neg(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_abs(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_exp(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_log(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_sqrt(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_rsqrt(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_square(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_sin(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_cos(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_tanh(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_sigmoid(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_relu(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_leaky_relu(kiln_tensor *x, double slope);
+KILN_API kiln_tensor *kiln_gelu(kiln_tensor *x); /* exact (erf) form */
+KILN_API kiln_tensor *kiln_softplus(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_sign(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_floor(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_ceil(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_round(kiln_tensor *x); /* half to even, as numpy */
+KILN_API kiln_tensor *kiln_clip(kiln_tensor *x, double lo, double hi);
+
+/* Binary ops broadcast as NumPy does. Arithmetic takes any numeric dtype and
+ * both operands must have the same dtype (cast first otherwise); div of
+ * integers truncates toward zero and fails on division by zero. Comparisons
+ * return bool. Logical ops take any dtype (nonzero is true) and return bool.
+ * The _scalar forms compute x op s with s converted to x's dtype. */
+KILN_API kiln_tensor *kiln_add(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_sub(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_mul(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_div(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_pow(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_maximum(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_minimum(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_equal(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_not_equal(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_less(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_less_equal(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_greater(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_greater_equal(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_logical_and(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_logical_or(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_logical_not(kiln_tensor *x);
+/* cond ? a : b, all three broadcast together; cond of any dtype. */
+KILN_API kiln_tensor *kiln_where(kiln_tensor *cond, kiln_tensor *a, kiln_tensor *b);
+
+KILN_API kiln_tensor *kiln_add_scalar(kiln_tensor *x, double s);
+KILN_API kiln_tensor *kiln_sub_scalar(kiln_tensor *x, double s);
+KILN_API kiln_tensor *kiln_mul_scalar(kiln_tensor *x, double s);
+KILN_API kiln_tensor *kiln_div_scalar(kiln_tensor *x, double s);
+KILN_API kiln_tensor *kiln_pow_scalar(kiln_tensor *x, double s);
+KILN_API kiln_tensor *kiln_maximum_scalar(kiln_tensor *x, double s);
+KILN_API kiln_tensor *kiln_minimum_scalar(kiln_tensor *x, double s);
+
+/* ---------------------------------------------------------------- reductions */
+
+/* Over the n axes listed (negative counts from the end; n == 0 means every
+ * axis), keeping them as size 1 when keepdims. Sums of float32 accumulate in
+ * double in a fixed order, so results are reproducible bit for bit. */
+KILN_API kiln_tensor *kiln_sum(kiln_tensor *x, int n, const int *axes, bool keepdims);
+KILN_API kiln_tensor *kiln_mean(kiln_tensor *x, int n, const int *axes, bool keepdims);
+KILN_API kiln_tensor *kiln_max(kiln_tensor *x, int n, const int *axes, bool keepdims);
+KILN_API kiln_tensor *kiln_min(kiln_tensor *x, int n, const int *axes, bool keepdims);
+KILN_API kiln_tensor *kiln_prod(kiln_tensor *x, int n, const int *axes, bool keepdims);
+/* Population variance (ddof 0) unless ddof says otherwise. */
+KILN_API kiln_tensor *kiln_var(kiln_tensor *x, int n, const int *axes, bool keepdims, int ddof);
+KILN_API kiln_tensor *kiln_logsumexp(kiln_tensor *x, int n, const int *axes, bool keepdims);
+/* int64 index of the first extreme along axis; axis = KILN_ALL_AXES gives the
+ * index into the flattened tensor. */
+KILN_API kiln_tensor *kiln_argmax(kiln_tensor *x, int axis, bool keepdims);
+KILN_API kiln_tensor *kiln_argmin(kiln_tensor *x, int axis, bool keepdims);
+
+/* ---------------------------------------------------------------- linear algebra */
+
+/* numpy.matmul: 1-D operands are promoted and the added dim removed; batch
+ * dims broadcast. float32 and float64. */
+KILN_API kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
+/* x[..., in] . w[out, in]^T + bias[out]; bias may be NULL. */
+KILN_API kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w, kiln_tensor *bias);
+
+/* ---------------------------------------------------------------- shape and indexing */
+
+KILN_API kiln_tensor *kiln_concat(int n, kiln_tensor *const *xs, int axis);
+KILN_API kiln_tensor *kiln_stack(int n, kiln_tensor *const *xs, int axis);
+/* Splits x along axis into n parts of the given sizes (which sum to the
+ * axis length). Writes n handles to out; each carries any failure. */
+KILN_API kiln_status kiln_split(kiln_tensor *x, int axis, int n, const int64_t *sizes, kiln_tensor **out);
+/* Elements of x along axis at integer indices (int32 or int64, any shape):
+ * out.shape = x.shape[:axis] + indices.shape + x.shape[axis+1:]. Negative
+ * indices count from the end; one out of range fails the op. */
+KILN_API kiln_tensor *kiln_take(kiln_tensor *x, kiln_tensor *indices, int axis);
+/* torch.gather: out[i][j] = x[i][index[i][j]] along axis (same ndim). */
+KILN_API kiln_tensor *kiln_gather(kiln_tensor *x, int axis, kiln_tensor *index);
+/* indices (integer, any shape) -> float32 of shape indices.shape + [depth]. */
+KILN_API kiln_tensor *kiln_one_hot(kiln_tensor *indices, int64_t depth, kiln_dtype dt);
+/* pads[2*i], pads[2*i+1] are the elements added before and after axis i. */
+KILN_API kiln_tensor *kiln_pad(kiln_tensor *x, int n_pads, const int64_t *pads, double value);
+KILN_API kiln_tensor *kiln_cast(kiln_tensor *x, kiln_dtype dt);
+
+/* ---------------------------------------------------------------- neural-network ops */
+
+KILN_API kiln_tensor *kiln_softmax(kiln_tensor *x, int axis);
+KILN_API kiln_tensor *kiln_log_softmax(kiln_tensor *x, int axis);
+/* Mean over the batch of -log softmax(logits)[label]; logits [N, C], labels
+ * [N] int32/int64 in [0, C). Returns a scalar (0-d) float tensor. */
+KILN_API kiln_tensor *kiln_softmax_cross_entropy(kiln_tensor *logits, kiln_tensor *labels);
+
+typedef struct {
+  int64_t stride[2];
+  int64_t padding[2];
+  int64_t dilation[2];
+  int64_t groups;
+} kiln_conv2d_params;
+KILN_API kiln_conv2d_params kiln_conv2d_params_default(void); /* stride 1, padding 0, dilation 1, groups 1 */
+/* x [N, C, H, W], w [O, C/groups, KH, KW], bias [O] or NULL. */
+KILN_API kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *bias, const kiln_conv2d_params *p);
+
+typedef struct {
+  int64_t kernel[2];
+  int64_t stride[2]; /* 0 means equal to the kernel */
+  int64_t padding[2];
+  bool count_include_pad; /* avg_pool2d only; default false */
+} kiln_pool2d_params;
+KILN_API kiln_pool2d_params kiln_pool2d_params_default(int64_t kh, int64_t kw);
+KILN_API kiln_tensor *kiln_max_pool2d(kiln_tensor *x, const kiln_pool2d_params *p);
+KILN_API kiln_tensor *kiln_avg_pool2d(kiln_tensor *x, const kiln_pool2d_params *p);
+
+/* Inference: normalises x [N, C, ...] with the given running statistics.
+ * Training statistics: kiln_batch_norm_train normalises with the batch's own
+ * mean and (biased) variance over every axis but 1, and writes them to
+ * *batch_mean and *batch_var (each [C]; the variance unbiased, as running
+ * statistics want it) when those pointers are not NULL. */
+KILN_API kiln_tensor *kiln_batch_norm(kiln_tensor *x, kiln_tensor *gamma, kiln_tensor *beta, kiln_tensor *running_mean,
+                                      kiln_tensor *running_var, double eps);
+KILN_API kiln_tensor *kiln_batch_norm_train(kiln_tensor *x, kiln_tensor *gamma, kiln_tensor *beta, double eps,
+                                            kiln_tensor **batch_mean, kiln_tensor **batch_var);
+/* Zeroes each element with probability p and scales the rest by 1/(1-p). */
+KILN_API kiln_tensor *kiln_dropout(kiln_generator *gen, kiln_tensor *x, double p);
+
+/* ---------------------------------------------------------------- kernels */
+
+/* Every op has an optimised kernel and a plain reference kernel. Ops created
+ * by this thread after kiln_use_reference_kernels(true) run the reference;
+ * tests use it to compare the two. Returns the previous setting. */
+KILN_API bool kiln_use_reference_kernels(bool on);
+
+/* ---------------------------------------------------------------- .npy */
+
+/* Reads a NumPy .npy file (version 1-3, little-endian, C order, a kiln dtype)
+ * with every header field checked. */
+KILN_API kiln_tensor *kiln_load_npy(const char *path);
+/* Writes atomically (temporary file, flush, rename). */
+KILN_API kiln_status kiln_save_npy(const kiln_tensor *t, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

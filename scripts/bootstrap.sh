@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln needs when any is missing, and says
+# nothing when all are present. `--bench` adds the peers the benchmarks
+# measure against (numpy, PyTorch); `--ci` adds clang for the second compiler.
+set -euo pipefail
+
+pkgs=(cmake make gcc pkg-config libopenblas-dev libcmocka-dev)
+for arg in "$@"; do
+  case "$arg" in
+    --bench) pkgs+=(python3-numpy python3-torch) ;;
+    --ci) pkgs+=(clang) ;;
+    *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+echo "bootstrap: installing ${missing[*]}" >&2
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,32 @@
+/* Eager dispatch: check the inputs, infer the outputs, allocate them (or
+ * alias them, for view ops) and run the kernel. Every public op function is a
+ * thin wrapper over kiln_dispatch. */
+#ifndef KILN_DISPATCH_H
+#define KILN_DISPATCH_H
+
+#include "ops/op.h"
+#include "tensor/tensor.h"
+
+/* Runs op id on in[0..n_in) (NULL entries are errors, except that trailing
+ * optional inputs are simply omitted by passing a smaller n_in). attrs holds
+ * def->n_attrs values, or is NULL for the defaults. Writes the outputs to
+ * out[0..n_out) (n_out must equal the op's output count); each is a new
+ * handle, autoreleased into the current scope, carrying any failure. Returns
+ * the op's status. */
+kiln_status kiln_dispatch(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs, int n_out,
+                          kiln_tensor **out);
+/* The same, but the outputs belong to the caller even inside a scope: for
+ * intermediates that a public function creates and releases itself. */
+kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
+                                int n_out, kiln_tensor **out);
+/* The same for single-output ops. */
+kiln_tensor *kiln_dispatch1(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs);
+
+/* Fills vals with the defaults of op id's attributes. */
+void kiln_attrs_default(kiln_op_id id, kiln_attr_value *vals);
+
+/* For attribute lists: copies n ints (n <= KILN_MAX_ATTR_INTS is checked by
+ * the caller's op through inference). */
+void kiln_attr_set_ints(kiln_attr_value *v, int n, const int64_t *ints);
+
+#endif

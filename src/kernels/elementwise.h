@@ -1,0 +1,55 @@
+/* Elementwise kernels: unary, binary with broadcasting, where, and strided
+ * copy, over views of any layout. Optimised loops follow numpy's ufunc
+ * design: dims are coalesced and an inner loop runs over the last one with
+ * typed, vectorisable code for the contiguous and scalar-operand cases. The
+ * reference kernels index every element from its flat position and compute
+ * in double (or int64), as independently as possible. */
+#ifndef KILN_KERNELS_ELEMENTWISE_H
+#define KILN_KERNELS_ELEMENTWISE_H
+
+#include "base/base.h"
+#include "kernels/view.h"
+
+typedef enum {
+  KK_NEG, KK_ABS, KK_EXP, KK_LOG, KK_SQRT, KK_RSQRT, KK_SQUARE, KK_SIN, KK_COS, KK_TANH, KK_SIGMOID, KK_RELU,
+  KK_LEAKY_RELU, KK_GELU, KK_SOFTPLUS, KK_SIGN, KK_FLOOR, KK_CEIL, KK_ROUND, KK_CLIP, KK_LOGICAL_NOT,
+  KK_UNARY_COUNT
+} kk_unary_op;
+
+typedef enum {
+  KK_ADD, KK_SUB, KK_MUL, KK_DIV, KK_POW, KK_MAXIMUM, KK_MINIMUM, KK_EQUAL, KK_NOT_EQUAL, KK_LESS, KK_LESS_EQUAL,
+  KK_GREATER, KK_GREATER_EQUAL, KK_LOGICAL_AND, KK_LOGICAL_OR,
+  KK_BINARY_COUNT
+} kk_binary_op;
+
+/* Which unary ops accept integer inputs. */
+bool kk_unary_takes_int(kk_unary_op op);
+static inline bool kk_binary_is_compare(kk_binary_op op) { return op >= KK_EQUAL; }
+
+/* y = op(x) (x and y have the same shape; a, b are the op's parameters:
+ * leaky_relu slope, clip bounds). */
+kiln_status kk_unary(kk_unary_op op, const kk_view *x, const kk_view *y, double a, double b);
+kiln_status kk_unary_ref(kk_unary_op op, const kk_view *x, const kk_view *y, double a, double b);
+
+/* out = a op b, a and b broadcast to out's shape. Integer division by zero
+ * and negative integer powers fail with KILN_ERR_OUT_OF_RANGE. */
+kiln_status kk_binary(kk_binary_op op, const kk_view *a, const kk_view *b, const kk_view *out);
+kiln_status kk_binary_ref(kk_binary_op op, const kk_view *a, const kk_view *b, const kk_view *out);
+
+kiln_status kk_where(const kk_view *cond, const kk_view *a, const kk_view *b, const kk_view *out);
+kiln_status kk_where_ref(const kk_view *cond, const kk_view *a, const kk_view *b, const kk_view *out);
+
+/* out = x (same dtype), x broadcast to out's shape. */
+void kk_copy(const kk_view *x, const kk_view *out);
+void kk_copy_ref(const kk_view *x, const kk_view *out);
+
+/* A view of x with out's ndim and x's strides set to 0 along broadcast dims. */
+kk_view kk_broadcast_view(const kk_view *x, const kk_view *out);
+
+/* Calls fn over every element of a shape, for nops operands with byte
+ * strides, coalescing dims; fn gets the inner run length, the operand
+ * pointers and their inner byte strides. */
+typedef void (*kk_inner_fn)(int64_t n, char **ptrs, const int64_t *strides, void *ctx);
+void kk_foreach(int nops, const kk_view *const *views, const int64_t *shape, int ndim, kk_inner_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,33 @@
+/* What a kernel sees of a tensor: a pointer to element [0, ..., 0], a dtype,
+ * a shape and strides in elements (any sign, 0 for broadcast dims). Kernels
+ * know nothing of storage lifetime, engines or graphs. */
+#ifndef KILN_KERNELS_VIEW_H
+#define KILN_KERNELS_VIEW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kiln.h"
+
+typedef struct {
+  char *data;
+  kiln_dtype dtype;
+  int ndim;
+  int64_t shape[KILN_MAX_DIMS];
+  int64_t strides[KILN_MAX_DIMS];
+} kk_view;
+
+int64_t kk_numel(const kk_view *v);
+bool kk_is_contiguous(const kk_view *v);
+/* The address of the element at a flat row-major index (slow; for reference
+ * kernels and tests). */
+char *kk_element(const kk_view *v, int64_t flat);
+
+/* Reads the element at p as double / int64 whatever its dtype; writes likewise. */
+double kk_get_f64(kiln_dtype dt, const char *p);
+int64_t kk_get_i64(kiln_dtype dt, const char *p);
+void kk_set_f64(kiln_dtype dt, char *p, double x);
+void kk_set_i64(kiln_dtype dt, char *p, int64_t x);
+static inline bool kk_is_float(kiln_dtype dt) { return dt == KILN_F32 || dt == KILN_F64; }
+
+#endif

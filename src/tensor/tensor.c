@@ -1,0 +1,175 @@
+/* Tensors: creation, views, failure carriers, reference counting and the
+ * accessors of kiln.h. */
+#include <string.h>
+
+#include "tensor/tensor.h"
+
+static const size_t dtype_sizes[KILN_DTYPE_COUNT] = {4, 8, 4, 8, 1, 1};
+static const char *const dtype_names[KILN_DTYPE_COUNT] = {"float32", "float64", "int32", "int64", "uint8", "bool"};
+
+const char *kiln_dtype_name(kiln_dtype dt) { return (unsigned)dt < KILN_DTYPE_COUNT ? dtype_names[dt] : "unknown"; }
+size_t kiln_dtype_size(kiln_dtype dt) { return (unsigned)dt < KILN_DTYPE_COUNT ? dtype_sizes[dt] : 0; }
+
+/* Returned when even a failure carrier cannot be allocated: ops never return
+ * NULL. It is never freed. */
+static kiln_tensor out_of_memory_tensor = {
+    .immortal = true,
+    .status = KILN_ERR_OUT_OF_MEMORY,
+    .error = (char *)"out of memory",
+};
+
+void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
+  int64_t s = 1;
+  for (int i = ndim - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i] > 0 ? shape[i] : 1;
+  }
+}
+
+kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const int64_t *shape, int64_t *numel) {
+  char buf[KILN_SHAPE_STR_MAX];
+  if ((unsigned)dt >= KILN_DTYPE_COUNT) return kiln_errorf(KILN_ERR_DTYPE, "%s: dtype %d is not a kiln dtype", op, (int)dt);
+  if (ndim < 0 || ndim > KILN_MAX_DIMS)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %d dims (kiln supports 0 to %d)", op, ndim, KILN_MAX_DIMS);
+  if (ndim > 0 && !shape) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: shape is NULL", op);
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] < 0)
+      return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: negative dim in shape %s", op,
+                         kiln_shape_str(buf, sizeof buf, ndim, shape));
+    if (!kiln_mul_i64(n, shape[i], &n))
+      return kiln_errorf(KILN_ERR_OVERFLOW, "%s: element count of shape %s overflows", op,
+                         kiln_shape_str(buf, sizeof buf, ndim, shape));
+  }
+  int64_t bytes;
+  if (!kiln_mul_i64(n, (int64_t)dtype_sizes[dt], &bytes))
+    return kiln_errorf(KILN_ERR_OVERFLOW, "%s: byte size of shape %s overflows", op,
+                       kiln_shape_str(buf, sizeof buf, ndim, shape));
+  *numel = n;
+  return KILN_OK;
+}
+
+static kiln_tensor *tensor_alloc_header(void) {
+  kiln_tensor *t = kiln_calloc(1, sizeof *t);
+  if (t) atomic_init(&t->refs, 1);
+  return t;
+}
+
+kiln_tensor *tensor_new_failed(kiln_status status, const char *message) {
+  kiln_tensor *t = tensor_alloc_header();
+  if (!t) return &out_of_memory_tensor;
+  t->status = status == KILN_OK ? KILN_ERR_INTERNAL : status;
+  t->error = kiln_strdup(message && *message ? message : kiln_status_str(status));
+  if (!t->error) {
+    kiln_free(t);
+    return &out_of_memory_tensor;
+  }
+  return t;
+}
+
+kiln_tensor *tensor_new_failed_from(const kiln_tensor *src) { return tensor_new_failed(src->status, src->error); }
+
+kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
+  int64_t numel;
+  kiln_status st = tensor_checked_numel("tensor", dt, ndim, shape, &numel);
+  if (st != KILN_OK) return tensor_new_failed(st, kiln_last_error());
+  kiln_tensor *t = tensor_alloc_header();
+  kiln_storage *s = kiln_calloc(1, sizeof *s);
+  size_t nbytes = (size_t)numel * dtype_sizes[dt];
+  void *data = s ? kiln_alloc(nbytes) : NULL;
+  if (!t || !s || !data) {
+    kiln_free(t);
+    kiln_free(s);
+    kiln_free(data);
+    char buf[KILN_SHAPE_STR_MAX];
+    kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s", nbytes,
+                dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
+    return tensor_new_failed(KILN_ERR_OUT_OF_MEMORY, kiln_last_error());
+  }
+  atomic_init(&s->refs, 1);
+  s->data = data;
+  s->nbytes = nbytes;
+  t->storage = s;
+  t->dtype = dt;
+  t->ndim = ndim;
+  if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+  contiguous_strides(ndim, shape, t->strides);
+  return t;
+}
+
+kiln_tensor *tensor_new_view(const kiln_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
+                             int64_t offset) {
+  kiln_tensor *t = tensor_alloc_header();
+  if (!t) return &out_of_memory_tensor;
+  t->storage = base->storage;
+  atomic_fetch_add_explicit(&t->storage->refs, 1, memory_order_relaxed);
+  t->dtype = base->dtype;
+  t->ndim = ndim;
+  if (ndim) {
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    memcpy(t->strides, strides, (size_t)ndim * sizeof *strides);
+  }
+  t->offset = base->offset + offset;
+  return t;
+}
+
+kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
+  if (t && !t->immortal) atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+  return t;
+}
+
+static void storage_release(kiln_storage *s) {
+  if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+    kiln_free(s->data);
+    kiln_free(s);
+  }
+}
+
+void kiln_tensor_release(kiln_tensor *t) {
+  if (!t || t->immortal) return;
+  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+  storage_release(t->storage);
+  kiln_free(t->error);
+  kiln_free(t);
+}
+
+kk_view tensor_view_of(const kiln_tensor *t) {
+  kk_view v;
+  v.data = t->storage ? tensor_data(t) : NULL;
+  v.dtype = t->dtype;
+  v.ndim = t->ndim;
+  memcpy(v.shape, t->shape, sizeof v.shape);
+  memcpy(v.strides, t->strides, sizeof v.strides);
+  return v;
+}
+
+/* ------------------------------------------------------------ accessors */
+
+kiln_status kiln_tensor_status(const kiln_tensor *t) { return t ? t->status : KILN_ERR_INVALID_ARGUMENT; }
+const char *kiln_tensor_error(const kiln_tensor *t) {
+  if (!t) return "tensor is NULL";
+  return t->error ? t->error : "";
+}
+kiln_dtype kiln_tensor_dtype(const kiln_tensor *t) { return t ? t->dtype : KILN_F32; }
+int kiln_tensor_ndim(const kiln_tensor *t) { return t ? t->ndim : 0; }
+const int64_t *kiln_tensor_shape(const kiln_tensor *t) { return t ? t->shape : NULL; }
+const int64_t *kiln_tensor_strides(const kiln_tensor *t) { return t ? t->strides : NULL; }
+
+int64_t kiln_tensor_dim(const kiln_tensor *t, int axis) {
+  if (!t) return 0;
+  if (axis < 0) axis += t->ndim;
+  return axis >= 0 && axis < t->ndim ? t->shape[axis] : 0;
+}
+
+int64_t kiln_tensor_numel(const kiln_tensor *t) {
+  if (!t) return 0;
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+  return n;
+}
+
+bool kiln_tensor_is_contiguous(const kiln_tensor *t) {
+  if (!t) return false;
+  kk_view v = tensor_view_of(t);
+  return kk_is_contiguous(&v);
+}

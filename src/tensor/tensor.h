@@ -1,0 +1,64 @@
+/* Tensor layer: refcounted storage and strided views of it.
+ *
+ * A tensor is a view (dtype, shape, strides in elements, offset in elements)
+ * of a storage. Views share the storage and hold a reference to it. A failed
+ * tensor has no storage: it carries a status and a message instead, so errors
+ * travel with values (see docs/design.md). */
+#ifndef KILN_TENSOR_H
+#define KILN_TENSOR_H
+
+#include <stdatomic.h>
+
+#include "base/base.h"
+#include "kernels/view.h"
+
+typedef struct kiln_storage {
+  atomic_long refs;
+  void *data;
+  size_t nbytes;
+} kiln_storage;
+
+struct kiln_tensor {
+  atomic_long refs;
+  bool immortal; /* the preallocated out-of-memory tensor */
+  kiln_dtype dtype;
+  int ndim;
+  int64_t shape[KILN_MAX_DIMS];
+  int64_t strides[KILN_MAX_DIMS];
+  int64_t offset;
+  kiln_storage *storage; /* NULL when failed */
+  kiln_status status;
+  char *error; /* owned; NULL when ok */
+};
+
+/* Element count of a shape, or a failure naming op when a dim is negative or
+ * the count (times the element size) overflows. */
+kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const int64_t *shape, int64_t *numel);
+
+/* A contiguous tensor with uninitialised storage; a failed tensor on error. */
+kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape);
+/* A failed tensor carrying status and message (copied). Never NULL. */
+kiln_tensor *tensor_new_failed(kiln_status status, const char *message);
+/* A failed tensor carrying the failure of src. */
+kiln_tensor *tensor_new_failed_from(const kiln_tensor *src);
+/* A view of base's storage. */
+kiln_tensor *tensor_new_view(const kiln_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
+                             int64_t offset);
+
+/* Registers t with this thread's innermost scope, if any; returns t. Every
+ * handle given to the user passes through here. */
+kiln_tensor *tensor_autorelease(kiln_tensor *t);
+
+static inline bool tensor_failed(const kiln_tensor *t) { return t->status != KILN_OK; }
+static inline void *tensor_data(const kiln_tensor *t) {
+  return (char *)t->storage->data + t->offset * (int64_t)kiln_dtype_size(t->dtype);
+}
+kk_view tensor_view_of(const kiln_tensor *t);
+void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+
+/* The per-thread default generator and the counter reservation used by the
+ * random ops (src/tensor/random.c). */
+uint64_t generator_seed(kiln_generator *g);
+uint64_t generator_reserve(kiln_generator *g, uint64_t blocks);
+
+#endif

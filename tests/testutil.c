@@ -1,0 +1,173 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* splitmix64: independent of kiln's own generator on purpose. */
+static uint64_t next_u64(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+kiln_tensor *tu_random(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t seed, double lo, double hi) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  size_t es = kiln_dtype_size(dt);
+  char *buf = malloc((size_t)(n ? n : 1) * es);
+  uint64_t s = seed;
+  for (int64_t i = 0; i < n; i++) {
+    double u = (double)(next_u64(&s) >> 11) * (1.0 / 9007199254740992.0);
+    double v = lo + (hi - lo) * u;
+    int64_t iv = (int64_t)floor(lo + (hi - lo + 1) * u);
+    char *p = buf + i * (int64_t)es;
+    switch (dt) {
+    case KILN_F32: { float f = (float)v; memcpy(p, &f, 4); break; }
+    case KILN_F64: memcpy(p, &v, 8); break;
+    case KILN_I32: { int32_t x = (int32_t)iv; memcpy(p, &x, 4); break; }
+    case KILN_I64: memcpy(p, &iv, 8); break;
+    case KILN_U8: *p = (char)(unsigned char)iv; break;
+    case KILN_BOOL: *p = u < 0.5; break;
+    default: break;
+    }
+  }
+  kiln_tensor *t = kiln_from_data(dt, ndim, shape, buf);
+  free(buf);
+  return t;
+}
+
+kiln_tensor *tu_noncontiguous(kiln_tensor *x) {
+  int nd = kiln_tensor_ndim(x);
+  if (nd < 2) {
+    /* A 1-D strided view: every other element of a doubled array. */
+    int64_t n = kiln_tensor_numel(x);
+    kiln_tensor *st = kiln_stack(2, (kiln_tensor *const[]){x, x}, nd);
+    kiln_tensor *flat = kiln_reshape(st, 1, (int64_t[]){2 * n});
+    kiln_tensor *v = kiln_slice(flat, 0, 0, KILN_END, 2);
+    kiln_tensor *r = nd == 0 ? kiln_reshape(v, 0, NULL) : kiln_keep(v);
+    if (nd == 0) kiln_tensor_release(v);
+    kiln_tensor_release(st);
+    kiln_tensor_release(flat);
+    return r;
+  }
+  kiln_tensor *t = kiln_transpose(x, 0, nd - 1);
+  kiln_tensor *c = kiln_contiguous(t);
+  kiln_tensor *back = kiln_transpose(c, 0, nd - 1);
+  kiln_tensor_release(t);
+  kiln_tensor_release(c);
+  return back;
+}
+
+static bool same_meta(const char *label, const kiln_tensor *got, int64_t n_want) {
+  if (kiln_tensor_status(got) != KILN_OK) {
+    fprintf(stderr, "%s: tensor failed: %s\n", label, kiln_tensor_error(got));
+    return false;
+  }
+  if (kiln_tensor_numel(got) != n_want) {
+    fprintf(stderr, "%s: %lld elements, expected %lld\n", label, (long long)kiln_tensor_numel(got),
+            (long long)n_want);
+    return false;
+  }
+  return true;
+}
+
+static double *to_doubles(const kiln_tensor *t) {
+  int64_t n = kiln_tensor_numel(t);
+  size_t es = kiln_dtype_size(kiln_tensor_dtype(t));
+  char *raw = malloc((size_t)(n ? n : 1) * es);
+  double *d = malloc((size_t)(n ? n : 1) * sizeof(double));
+  if (kiln_tensor_copy_to(t, raw, (size_t)n * es) != KILN_OK) {
+    free(raw);
+    free(d);
+    return NULL;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    char *p = raw + i * (int64_t)es;
+    switch (kiln_tensor_dtype(t)) {
+    case KILN_F32: { float f; memcpy(&f, p, 4); d[i] = f; break; }
+    case KILN_F64: memcpy(&d[i], p, 8); break;
+    case KILN_I32: { int32_t x; memcpy(&x, p, 4); d[i] = x; break; }
+    case KILN_I64: { int64_t x; memcpy(&x, p, 8); d[i] = (double)x; break; }
+    case KILN_U8: d[i] = (unsigned char)*p; break;
+    case KILN_BOOL: d[i] = *p != 0; break;
+    default: d[i] = NAN;
+    }
+  }
+  free(raw);
+  return d;
+}
+
+bool tu_close_values(const char *label, const kiln_tensor *got, const double *want, int64_t n, double rtol,
+                     double atol) {
+  if (!same_meta(label, got, n)) return false;
+  double *g = to_doubles(got);
+  if (!g) {
+    fprintf(stderr, "%s: copy out failed: %s\n", label, kiln_last_error());
+    return false;
+  }
+  bool ok = true;
+  for (int64_t i = 0; i < n; i++) {
+    double a = g[i], b = want[i];
+    if (isnan(a) && isnan(b)) continue;
+    if (isinf(a) || isinf(b) ? a == b : fabs(a - b) <= atol + rtol * fabs(b)) continue;
+    fprintf(stderr, "%s: element %lld: got %.9g, expected %.9g (|diff| %.3g > atol %.3g + rtol %.3g * |expected|)\n",
+            label, (long long)i, a, b, fabs(a - b), atol, rtol);
+    ok = false;
+    break;
+  }
+  free(g);
+  return ok;
+}
+
+bool tu_close(const char *label, const kiln_tensor *got, const kiln_tensor *want, double rtol, double atol) {
+  if (kiln_tensor_status(want) != KILN_OK) {
+    fprintf(stderr, "%s: expected tensor failed: %s\n", label, kiln_tensor_error(want));
+    return false;
+  }
+  if (kiln_tensor_status(got) == KILN_OK) {
+    int nd = kiln_tensor_ndim(got);
+    if (nd != kiln_tensor_ndim(want) || kiln_tensor_dtype(got) != kiln_tensor_dtype(want) ||
+        memcmp(kiln_tensor_shape(got), kiln_tensor_shape(want), (size_t)nd * sizeof(int64_t)) != 0) {
+      fprintf(stderr, "%s: got %s %dd, expected %s %dd (or shapes differ)\n", label,
+              kiln_dtype_name(kiln_tensor_dtype(got)), nd, kiln_dtype_name(kiln_tensor_dtype(want)),
+              kiln_tensor_ndim(want));
+      return false;
+    }
+  }
+  double *w = to_doubles(want);
+  if (!w) return false;
+  bool ok = tu_close_values(label, got, w, kiln_tensor_numel(want), rtol, atol);
+  free(w);
+  return ok;
+}
+
+bool tu_ok(const char *label, const kiln_tensor *t) {
+  if (kiln_tensor_status(t) == KILN_OK) return true;
+  fprintf(stderr, "%s: %s: %s\n", label, kiln_status_name(kiln_tensor_status(t)), kiln_tensor_error(t));
+  return false;
+}
+
+void tu_assert_fails(const char *label, const kiln_tensor *t, kiln_status st, const char *text, const char *file,
+                     int line) {
+  kiln_status got = kiln_tensor_status(t);
+  const char *msg = kiln_tensor_error(t);
+  if (got != st || (text && !strstr(msg, text))) {
+    fprintf(stderr, "%s:%d: %s: expected %s with \"%s\", got %s: \"%s\"\n", file, line, label, kiln_status_name(st),
+            text ? text : "", kiln_status_name(got), msg);
+    fail();
+  }
+}
+
+kiln_tensor *tu_fixture(const char *name) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s.npy", KILN_FIXTURE_DIR, name);
+  kiln_tensor *t = kiln_load_npy(path);
+  if (kiln_tensor_status(t) != KILN_OK) {
+    fprintf(stderr, "fixture %s: %s\n", path, kiln_tensor_error(t));
+    fail();
+  }
+  return t;
+}

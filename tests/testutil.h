@@ -1,0 +1,44 @@
+/* Shared test helpers: random tensors, comparisons that print both values and
+ * the tolerance on a mismatch, and fixture loading. */
+#ifndef KILN_TESTUTIL_H
+#define KILN_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "kiln.h"
+
+/* Uniform in [lo, hi) for floats, integers in [lo, hi] for integer types,
+ * 0/1 for bool; deterministic in seed. The caller releases it. */
+kiln_tensor *tu_random(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t seed, double lo, double hi);
+/* The same values as x in a non-contiguous layout: a transposed copy
+ * transposed back, so tests exercise the strided paths. */
+kiln_tensor *tu_noncontiguous(kiln_tensor *x);
+
+/* True when got and want have the same shape and dtype and
+ * |got - want| <= atol + rtol * |want| elementwise (NaN equals NaN). On a
+ * mismatch prints the first offending element, both values and the
+ * tolerance, with the label. */
+bool tu_close(const char *label, const kiln_tensor *got, const kiln_tensor *want, double rtol, double atol);
+/* Same, against a plain array of doubles in row-major order. */
+bool tu_close_values(const char *label, const kiln_tensor *got, const double *want, int64_t n, double rtol,
+                     double atol);
+
+/* The failure a tensor carries, printed when it is not KILN_OK. */
+bool tu_ok(const char *label, const kiln_tensor *t);
+
+/* Loads tests/fixtures/<name>.npy; fails the test if it cannot. */
+kiln_tensor *tu_fixture(const char *name);
+
+#define TU_CLOSE(got, want, rtol, atol) assert_true(tu_close(#got, (got), (want), (rtol), (atol)))
+#define TU_OK(t) assert_true(tu_ok(#t, (t)))
+/* Asserts that t failed with status st and that its message contains text. */
+#define TU_FAILS(t, st, text) tu_assert_fails(#t, (t), (st), (text), __FILE__, __LINE__)
+void tu_assert_fails(const char *label, const kiln_tensor *t, kiln_status st, const char *text, const char *file,
+                     int line);
+
+#endif
