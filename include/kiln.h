@@ -73,6 +73,10 @@ KILN_API const char *kiln_last_error(void);
 typedef void *(*kiln_alloc_fn)(size_t size, size_t align, void *user);
 typedef void (*kiln_free_fn)(void *ptr, void *user);
 KILN_API void kiln_set_allocator(kiln_alloc_fn alloc, kiln_free_fn free_fn, void *user);
+/* Large freed tensor buffers are kept in a small bounded cache (at most
+ * 512 MiB) for reuse by the next tensor of the same size; this returns them
+ * to the system. Thread-safe. */
+KILN_API void kiln_release_cached_memory(void);
 
 /* ---------------------------------------------------------------- dtypes */
 
@@ -182,8 +186,9 @@ KILN_API kiln_tensor *kiln_reshape(kiln_tensor *x, int ndim, const int64_t *shap
 KILN_API kiln_tensor *kiln_transpose(kiln_tensor *x, int axis0, int axis1);
 KILN_API kiln_tensor *kiln_permute(kiln_tensor *x, int ndim, const int *axes);
 /* x[start:stop:step] along axis, with numpy's rules for negative and
- * out-of-range bounds; step may be negative, not zero. Use KILN_END for an
- * open bound. */
+ * out-of-range bounds; step may be negative, not zero. KILN_END stands for
+ * an omitted bound (Python's None) at either end: x[::-1] is
+ * kiln_slice(x, 0, KILN_END, KILN_END, -1). */
 #define KILN_END INT64_MAX
 KILN_API kiln_tensor *kiln_slice(kiln_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
 KILN_API kiln_tensor *kiln_broadcast_to(kiln_tensor *x, int ndim, const int64_t *shape);

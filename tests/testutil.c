@@ -40,25 +40,24 @@ kiln_tensor *tu_random(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t s
 }
 
 kiln_tensor *tu_noncontiguous(kiln_tensor *x) {
+  /* Its own scope, so it follows kiln's convention whatever the caller has
+   * open: the result belongs to the caller's scope, or to the caller. */
+  kiln_scope_begin();
   int nd = kiln_tensor_ndim(x);
+  kiln_tensor *r;
   if (nd < 2) {
-    /* A 1-D strided view: every other element of a doubled array. */
+    /* A strided view: every other element of the tensor stacked with itself. */
     int64_t n = kiln_tensor_numel(x);
     kiln_tensor *st = kiln_stack(2, (kiln_tensor *const[]){x, x}, nd);
-    kiln_tensor *flat = kiln_reshape(st, 1, (int64_t[]){2 * n});
-    kiln_tensor *v = kiln_slice(flat, 0, 0, KILN_END, 2);
-    kiln_tensor *r = nd == 0 ? kiln_reshape(v, 0, NULL) : kiln_keep(v);
-    if (nd == 0) kiln_tensor_release(v);
-    kiln_tensor_release(st);
-    kiln_tensor_release(flat);
-    return r;
+    kiln_tensor *v = kiln_slice(kiln_reshape(st, 1, (int64_t[]){2 * n}), 0, 0, KILN_END, 2);
+    r = nd == 0 ? kiln_reshape(v, 0, NULL) : v;
+  } else {
+    kiln_tensor *c = kiln_contiguous(kiln_transpose(x, 0, nd - 1));
+    r = kiln_transpose(c, 0, nd - 1);
   }
-  kiln_tensor *t = kiln_transpose(x, 0, nd - 1);
-  kiln_tensor *c = kiln_contiguous(t);
-  kiln_tensor *back = kiln_transpose(c, 0, nd - 1);
-  kiln_tensor_release(t);
-  kiln_tensor_release(c);
-  return back;
+  kiln_keep(r);
+  kiln_scope_end();
+  return r;
 }
 
 static bool same_meta(const char *label, const kiln_tensor *got, int64_t n_want) {

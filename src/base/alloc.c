@@ -2,6 +2,7 @@
  * kiln_alloc, so tests can make the Nth allocation fail and prove that
  * nothing leaks or crashes. Alignment is KILN_ALIGN, which suits AVX-512 and
  * cache lines. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,10 @@ static kiln_alloc_fn alloc_hook = default_alloc;
 static kiln_free_fn free_hook = default_free;
 static void *hook_user;
 
+static void block_cache_flush(void);
+
 void kiln_set_allocator(kiln_alloc_fn alloc, kiln_free_fn free_fn, void *user) {
+  block_cache_flush(); /* cached blocks belong to the old hook */
   if (!alloc || !free_fn) {
     alloc_hook = default_alloc;
     free_hook = default_free;
@@ -55,3 +59,74 @@ char *kiln_strdup(const char *s) {
   if (p) memcpy(p, s, n);
   return p;
 }
+
+/* A cache of large freed blocks for tensor storage. glibc serves blocks
+ * above its mmap threshold (at most 32 MiB) with a fresh mmap each time, so
+ * an eager loop over big tensors would page-fault and zero every output on
+ * every call; reusing a freed block of the same size removes that cost. The
+ * cache is small and bounded: a few blocks, a byte cap, exact-ish sizes. */
+enum { CACHE_SLOTS = 16 };
+#define CACHE_MIN_BYTES ((size_t)256 << 10)
+#define CACHE_MAX_TOTAL ((size_t)512 << 20)
+
+static struct {
+  pthread_mutex_t lock;
+  void *ptr[CACHE_SLOTS];
+  size_t size[CACHE_SLOTS];
+  size_t total;
+} block_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Sizes are rounded to 64 KiB so that near-equal requests share blocks. */
+static size_t cache_round(size_t size) { return (size + ((size_t)64 << 10) - 1) & ~(((size_t)64 << 10) - 1); }
+
+void *kiln_alloc_block(size_t size, size_t *actual) {
+  *actual = size;
+  if (size < CACHE_MIN_BYTES) return kiln_alloc(size);
+  size_t want = cache_round(size);
+  pthread_mutex_lock(&block_cache.lock);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    if (block_cache.ptr[i] && block_cache.size[i] == want) {
+      void *p = block_cache.ptr[i];
+      block_cache.ptr[i] = NULL;
+      block_cache.total -= want;
+      pthread_mutex_unlock(&block_cache.lock);
+      *actual = want;
+      return p;
+    }
+  }
+  pthread_mutex_unlock(&block_cache.lock);
+  *actual = want;
+  return kiln_alloc(want);
+}
+
+void kiln_free_block(void *ptr, size_t size) {
+  if (!ptr) return;
+  if (size >= CACHE_MIN_BYTES && size == cache_round(size)) {
+    pthread_mutex_lock(&block_cache.lock);
+    if (block_cache.total + size <= CACHE_MAX_TOTAL) {
+      for (int i = 0; i < CACHE_SLOTS; i++) {
+        if (!block_cache.ptr[i]) {
+          block_cache.ptr[i] = ptr;
+          block_cache.size[i] = size;
+          block_cache.total += size;
+          pthread_mutex_unlock(&block_cache.lock);
+          return;
+        }
+      }
+    }
+    pthread_mutex_unlock(&block_cache.lock);
+  }
+  kiln_free(ptr);
+}
+
+static void block_cache_flush(void) {
+  pthread_mutex_lock(&block_cache.lock);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    if (block_cache.ptr[i]) free_hook(block_cache.ptr[i], hook_user);
+    block_cache.ptr[i] = NULL;
+  }
+  block_cache.total = 0;
+  pthread_mutex_unlock(&block_cache.lock);
+}
+
+void kiln_release_cached_memory(void) { block_cache_flush(); }

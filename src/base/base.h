@@ -28,6 +28,12 @@ void *kiln_calloc(size_t count, size_t size);
 void kiln_free(void *ptr);
 char *kiln_strdup(const char *s);
 
+/* For tensor storage: large blocks are reused from a small bounded cache
+ * (see alloc.c for why). *actual receives the size to pass to
+ * kiln_free_block. */
+void *kiln_alloc_block(size_t size, size_t *actual);
+void kiln_free_block(void *ptr, size_t size);
+
 /* Overflow-checked arithmetic: false when the result does not fit. */
 static inline bool kiln_mul_size(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
 static inline bool kiln_mul_i64(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }

@@ -18,7 +18,10 @@ void kiln_attrs_default(kiln_op_id id, kiln_attr_value *vals) {
   memset(vals, 0, sizeof(kiln_attr_value) * KILN_MAX_ATTRS);
   for (int i = 0; i < def->n_attrs; i++) {
     vals[i].f = def->attrs[i].dflt;
-    vals[i].i = (int64_t)def->attrs[i].dflt;
+    /* Defaults are doubles; INT64_MAX (an open bound) does not survive the
+     * round trip, so saturate rather than convert out of range. */
+    double d = def->attrs[i].dflt;
+    vals[i].i = d >= 9223372036854775807.0 ? INT64_MAX : d <= -9223372036854775808.0 ? INT64_MIN : (int64_t)d;
   }
 }
 

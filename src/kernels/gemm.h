@@ -8,8 +8,9 @@
 #include "kernels/view.h"
 
 /* C[M,N] = op(A)[M,K] . op(B)[K,N] + beta * C, float32 or float64 (dt).
- * Skinny products (M or N of 1) go to gemv: this machine's OpenBLAS spends
- * several times longer in sgemm's packing than gemv needs for them. */
+ * Skinny products (M or N of 1) run in kiln's own loops: this machine's
+ * OpenBLAS spends several times longer on them than one thread streaming
+ * the matrix (figures in gemm.c and docs/performance.md). */
 void kk_gemm(kiln_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
              const void *b, int64_t ldb, double beta, void *c, int64_t ldc);
 

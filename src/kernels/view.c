@@ -61,13 +61,20 @@ int64_t kk_get_i64(kiln_dtype dt, const char *p) {
   }
 }
 
+/* Doubles outside an integer dtype's range saturate to it and NaN becomes
+ * 0, as kiln_cast does; bool is x != 0 (so NaN is true, as in numpy). */
 void kk_set_f64(kiln_dtype dt, char *p, double x) {
+  double lo, hi;
   switch (dt) {
-  case KILN_F32: { float f = (float)x; memcpy(p, &f, 4); break; }
-  case KILN_F64: memcpy(p, &x, 8); break;
-  default: kk_set_i64(dt, p, isnan(x) ? 0 : x >= 9223372036854775807.0 ? INT64_MAX
-                                    : x <= -9223372036854775808.0 ? INT64_MIN : (int64_t)x);
+  case KILN_F32: { float f = (float)x; memcpy(p, &f, 4); return; }
+  case KILN_F64: memcpy(p, &x, 8); return;
+  case KILN_BOOL: *p = x != 0; return;
+  case KILN_I32: lo = -2147483648.0, hi = 2147483647.0; break;
+  case KILN_U8: lo = 0, hi = 255; break;
+  default: lo = -9223372036854775808.0, hi = 9223372036854775807.0; break;
   }
+  int64_t v = isnan(x) ? 0 : x <= lo ? (int64_t)lo : x >= hi ? (dt == KILN_I64 ? INT64_MAX : (int64_t)hi) : (int64_t)x;
+  kk_set_i64(dt, p, v);
 }
 
 void kk_set_i64(kiln_dtype dt, char *p, int64_t x) {

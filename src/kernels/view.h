@@ -9,6 +9,15 @@
 
 #include "kiln.h"
 
+/* Hot loops are compiled twice, for the x86-64 baseline and for x86-64-v3
+ * (AVX2, FMA), and the loader picks one for the CPU it runs on: kiln stays
+ * portable without leaving half the vector width unused. */
+#if defined(__x86_64__) && !defined(KILN_NO_MULTIVERSION)
+#define KK_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define KK_MULTIVERSION
+#endif
+
 typedef struct {
   char *data;
   kiln_dtype dtype;

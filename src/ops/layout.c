@@ -141,9 +141,9 @@ static const kiln_attr_spec slice_attrs[] = {{"axis", KILN_ATTR_INT, 0},
 
 /* Python's slice.indices: clamp start and stop into the axis. */
 static int64_t clamp_bound(int64_t v, int64_t len, int64_t step, bool is_start) {
-  /* KILN_END is an open bound: the far end in the direction of the step
-   * for stop, the near end (walking backwards: the last element) for start. */
-  if (v == KILN_END) return step > 0 ? len : is_start ? len - 1 : -1;
+  /* KILN_END is an omitted bound, Python's None: from the first element in
+   * the step's direction, to past the last. */
+  if (v == KILN_END) return is_start ? (step > 0 ? 0 : len - 1) : (step > 0 ? len : -1);
   if (v < 0) v = v < -len ? -1 : v + len;
   if (step > 0) return v < 0 ? 0 : v > len ? len : v;
   return v < 0 ? -1 : v > len - 1 ? len - 1 : v;
@@ -160,8 +160,9 @@ static kiln_status slice_infer(const kiln_op_call *c, kiln_out_desc *out) {
   if (step == INT64_MIN) return kiln_op_fail(c, KILN_ERR_OUT_OF_RANGE, "step is too large");
   int64_t start = clamp_bound(c->attrs[1].i, len, step, true);
   int64_t stop = clamp_bound(c->attrs[2].i, len, step, false);
-  int64_t count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
-                           : (start > stop ? (start - stop + (-step) - 1) / (-step) : 0);
+  /* Written so that no intermediate overflows, whatever the step. */
+  int64_t count = step > 0 ? (stop > start ? (stop - start - 1) / step + 1 : 0)
+                           : (start > stop ? (start - stop - 1) / -step + 1 : 0);
   copy_shape(out, x);
   out->shape[axis] = count;
   out->strides[axis] = x->strides[axis] * step;

@@ -3,6 +3,7 @@
  * for the tensor's pending writes before touching its storage. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/elementwise.h"
@@ -62,55 +63,137 @@ static void put(sink *s, const char *text, size_t n) {
 }
 static void puts_(sink *s, const char *text) { put(s, text, strlen(text)); }
 
+/* Floats print as numpy does: positional with up to 8 fractional digits,
+ * the integer parts right-aligned and the fractions left-aligned to the
+ * longest ("1. " beside "2.5"), or scientific when the magnitudes span too
+ * much (>= 1e8, < 1e-4, or a ratio over 1e3). */
 typedef struct {
   const kiln_tensor *t;
   kk_view v;
   bool summarise;
-  int width;
-  bool is_float;
+  bool is_float, scientific;
+  double max_abs, min_abs; /* over finite nonzero displayed values */
+  int int_width, frac_width, width, sci_digits;
 } printer;
 
-static void format_element(const printer *p, const char *ptr, char *out, size_t cap) {
-  kiln_dtype dt = p->t->dtype;
-  if (dt == KILN_BOOL) {
-    snprintf(out, cap, "%s", *ptr ? "True" : "False");
-  } else if (p->is_float) {
-    double x = kk_get_f64(dt, ptr);
-    if (isnan(x)) snprintf(out, cap, "nan");
-    else if (isinf(x)) snprintf(out, cap, x > 0 ? "inf" : "-inf");
-    else {
-      snprintf(out, cap, dt == KILN_F32 ? "%.7g" : "%.15g", x);
-      if (!strpbrk(out, ".e")) strncat(out, ".", cap - strlen(out) - 1); /* 1 -> "1." as numpy */
-    }
-  } else {
-    snprintf(out, cap, "%lld", (long long)kk_get_i64(dt, ptr));
+/* Stats decide the float mode, measure finds the digits and widths, and
+ * width (scientific only) the width of the final texts. */
+typedef enum { PASS_STATS, PASS_MEASURE, PASS_WIDTH, PASS_PRINT } pass;
+
+/* Positional text of a finite float with the fewest fractional digits
+ * (at most 8) that read back as the same value in its own precision, as
+ * numpy's unique repr does; the point stays ("1."). */
+static void positional(double x, kiln_dtype dt, char *out, size_t cap) {
+  for (int digits = 0; digits <= 8; digits++) {
+    snprintf(out, cap, "%.*f", digits, x);
+    double back = strtod(out, NULL);
+    if (dt == KILN_F32 ? (float)back == (float)x : back == x) break;
   }
+  if (!strchr(out, '.')) strncat(out, ".", cap - strlen(out) - 1);
+}
+
+/* Scientific text with `digits` mantissa decimals; numpy keeps the point
+ * even without decimals ("1.e-05"). */
+static void scientific(double x, int digits, char *out, size_t cap) {
+  snprintf(out, cap, "%.*e", digits, x);
+  if (digits == 0) {
+    char *e = strchr(out, 'e');
+    if (e && cap > strlen(out) + 1) {
+      memmove(e + 1, e, strlen(e) + 1);
+      *e = '.';
+    }
+  }
+}
+
+/* Fewest mantissa decimals (<= 8) that print x as %.8e does. */
+static int sci_digits_needed(double x) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%.8e", x);
+  char *e = strchr(buf, 'e'), *p = e - 1;
+  int digits = 8;
+  while (digits > 0 && *p == '0') p--, digits--;
+  return digits;
+}
+
+static void visit(printer *p, sink *s, pass ps, const char *ptr) {
+  kiln_dtype dt = p->t->dtype;
+  char text[96];
+  if (!p->is_float) {
+    if (dt == KILN_BOOL) snprintf(text, sizeof text, "%s", *ptr ? "True" : "False");
+    else snprintf(text, sizeof text, "%lld", (long long)kk_get_i64(dt, ptr));
+    int len = (int)strlen(text);
+    if (ps == PASS_MEASURE && len > p->width) p->width = len;
+    if (ps == PASS_PRINT) {
+      for (int k = len; k < p->width; k++) puts_(s, " ");
+      puts_(s, text);
+    }
+    return;
+  }
+  double x = kk_get_f64(dt, ptr);
+  if (ps == PASS_STATS) {
+    double a = fabs(x);
+    if (isfinite(x) && a > 0) {
+      if (a > p->max_abs) p->max_abs = a;
+      if (a < p->min_abs) p->min_abs = a;
+    }
+    return;
+  }
+  if (!isfinite(x)) {
+    snprintf(text, sizeof text, "%s", isnan(x) ? "nan" : x > 0 ? "inf" : "-inf");
+    int len = (int)strlen(text);
+    if (ps != PASS_PRINT && len > p->width) p->width = len;
+    if (ps == PASS_PRINT) {
+      for (int k = len; k < p->width; k++) puts_(s, " ");
+      puts_(s, text);
+    }
+    return;
+  }
+  if (p->scientific) {
+    if (ps == PASS_MEASURE) {
+      int d = sci_digits_needed(x);
+      if (d > p->sci_digits) p->sci_digits = d;
+      return;
+    }
+    scientific(x, p->sci_digits, text, sizeof text);
+    if (ps == PASS_WIDTH) {
+      if ((int)strlen(text) > p->width) p->width = (int)strlen(text);
+      return;
+    }
+    for (int k = (int)strlen(text); k < p->width; k++) puts_(s, " ");
+    puts_(s, text);
+    return;
+  }
+  positional(x, dt, text, sizeof text);
+  int int_len = (int)(strchr(text, '.') - text), frac_len = (int)strlen(text) - int_len - 1;
+  if (ps == PASS_MEASURE) {
+    if (int_len > p->int_width) p->int_width = int_len;
+    if (frac_len > p->frac_width) p->frac_width = frac_len;
+    return;
+  }
+  int pad_left = p->width - (p->int_width + 1 + p->frac_width);
+  for (int k = 0; k < pad_left + p->int_width - int_len; k++) puts_(s, " ");
+  puts_(s, text);
+  for (int k = frac_len; k < p->frac_width; k++) puts_(s, " ");
 }
 
 static bool skipped(const printer *p, int d, int64_t i) {
   return p->summarise && p->v.shape[d] > 2 * EDGE_ITEMS && i >= EDGE_ITEMS && i < p->v.shape[d] - EDGE_ITEMS;
 }
 
-/* Visits displayed elements (for the column width) or prints them. */
-static void walk(const printer *p, sink *s, int d, const char *ptr, int indent, int *width) {
+/* Visits the displayed elements in order; in the print pass also writes the
+ * brackets, separators and summary marks. */
+static void walk(printer *p, sink *s, pass ps, int d, const char *ptr, int indent) {
   int nd = p->v.ndim;
   int64_t es = (int64_t)kiln_dtype_size(p->t->dtype);
+  bool print = ps == PASS_PRINT;
   if (d == nd) {
-    char text[64];
-    format_element(p, ptr, text, sizeof text);
-    int len = (int)strlen(text);
-    if (width) {
-      if (len > *width) *width = len;
-    } else {
-      for (int k = len; k < p->width; k++) puts_(s, " ");
-      puts_(s, text);
-    }
+    visit(p, s, ps, ptr);
     return;
   }
-  if (!width) puts_(s, "[");
+  if (print) puts_(s, "[");
   for (int64_t i = 0; i < p->v.shape[d]; i++) {
     if (skipped(p, d, i)) {
-      if (!width) {
+      if (print) {
         puts_(s, d == nd - 1 ? "..., " : "...,");
         if (d < nd - 1) {
           for (int k = 0; k < nd - 1 - d; k++) puts_(s, "\n");
@@ -120,8 +203,8 @@ static void walk(const printer *p, sink *s, int d, const char *ptr, int indent, 
       i = p->v.shape[d] - EDGE_ITEMS - 1;
       continue;
     }
-    walk(p, s, d + 1, ptr + i * p->v.strides[d] * es, indent, width);
-    if (!width && i + 1 < p->v.shape[d]) {
+    walk(p, s, ps, d + 1, ptr + i * p->v.strides[d] * es, indent);
+    if (print && i + 1 < p->v.shape[d]) {
       puts_(s, ",");
       if (d == nd - 1) {
         puts_(s, " ");
@@ -131,7 +214,22 @@ static void walk(const printer *p, sink *s, int d, const char *ptr, int indent, 
       }
     }
   }
-  if (!width) puts_(s, "]");
+  if (print) puts_(s, "]");
+}
+
+static void print_values(printer *p, sink *s) {
+  enum { INDENT = 6 }; /* strlen("array(") */
+  if (p->is_float) {
+    p->max_abs = 0;
+    p->min_abs = INFINITY;
+    walk(p, s, PASS_STATS, 0, p->v.data, INDENT);
+    p->scientific = p->max_abs >= 1e8 || (p->max_abs > 0 && (p->min_abs < 1e-4 || p->max_abs / p->min_abs > 1e3));
+  }
+  walk(p, s, PASS_MEASURE, 0, p->v.data, INDENT);
+  if (p->is_float && !p->scientific && p->int_width + 1 + p->frac_width > p->width)
+    p->width = p->int_width + 1 + p->frac_width;
+  if (p->is_float && p->scientific) walk(p, s, PASS_WIDTH, 0, p->v.data, INDENT);
+  walk(p, s, PASS_PRINT, 0, p->v.data, INDENT);
 }
 
 kiln_status kiln_tensor_format(const kiln_tensor *t, char *buf, size_t cap, size_t *needed) {
@@ -151,8 +249,7 @@ kiln_status kiln_tensor_format(const kiln_tensor *t, char *buf, size_t cap, size
       puts_(&s, "[], shape=");
       puts_(&s, kiln_shape_str(shape, sizeof shape, t->ndim, t->shape));
     } else {
-      walk(&p, &s, 0, p.v.data, 6, &p.width);
-      walk(&p, &s, 0, p.v.data, 6, NULL);
+      print_values(&p, &s);
     }
     puts_(&s, ", dtype=");
     puts_(&s, kiln_dtype_name(t->dtype));

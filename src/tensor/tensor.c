@@ -76,11 +76,12 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   kiln_tensor *t = tensor_alloc_header();
   kiln_storage *s = kiln_calloc(1, sizeof *s);
   size_t nbytes = (size_t)numel * dtype_sizes[dt];
-  void *data = s ? kiln_alloc(nbytes) : NULL;
+  size_t block_bytes = 0;
+  void *data = s ? kiln_alloc_block(nbytes, &block_bytes) : NULL;
   if (!t || !s || !data) {
     kiln_free(t);
     kiln_free(s);
-    kiln_free(data);
+    kiln_free_block(data, block_bytes);
     char buf[KILN_SHAPE_STR_MAX];
     kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s", nbytes,
                 dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
@@ -88,7 +89,7 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   }
   atomic_init(&s->refs, 1);
   s->data = data;
-  s->nbytes = nbytes;
+  s->nbytes = block_bytes;
   t->storage = s;
   t->dtype = dt;
   t->ndim = ndim;
@@ -120,7 +121,7 @@ kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
 
 static void storage_release(kiln_storage *s) {
   if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
-    kiln_free(s->data);
+    kiln_free_block(s->data, s->nbytes);
     kiln_free(s);
   }
 }

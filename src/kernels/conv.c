@@ -1,0 +1,478 @@
+/* 2-D convolution (NCHW, PyTorch's cross-correlation, zero padding, stride,
+ * dilation, groups, optional bias).
+ *
+ * The optimised kernel lowers each group of each block of images to one GEMM
+ * (im2col): the patches of a block of nb images form col [K, nb * P] with
+ * K = C/groups * KH * KW and P = OH * OW, and the group's output is
+ * w_g [O/groups, K] . col. With one image per block the product lands
+ * straight in y (its rows for that image and group are a [O/groups, P]
+ * matrix with leading dimension P); with several, it goes to a scratch
+ * [O/groups, nb * P] and is scattered to y with the bias added. Blocks keep
+ * the scratch bounded (see block_images), so a big batch never needs a
+ * batch-sized col buffer. A 1x1 kernel with stride 1 and no padding needs no
+ * im2col at all: the image itself is col.
+ *
+ * float32 with stride 1 on x86-64 with AVX2 and FMA takes a faster road that
+ * needs no im2col (implicit GEMM): each image's group is copied once into a
+ * zero-padded [Cg, Hp, Wp] buffer, and the output is computed on the padded
+ * width, so output pixel q = oy * Wp + ox reads tap (c, i, j) at flat index
+ * q + c * Hp * Wp + i * dh * Wp + j * dw: for every tap the B operand of the
+ * GEMM is a contiguous run of the padded image. A 6x16 register-tiled FMA
+ * micro-kernel sweeps those runs; the Wp - OW wrap-around columns are
+ * computed and dropped (14% extra work on LeNet's conv1), and the valid ones
+ * are copied out with the bias. This is what makes LeNet's small convolutions
+ * (K = 25 and 150, where OpenBLAS's packing dominates) competitive. It is
+ * chosen only when the padded image fits in L2; larger problems go to
+ * OpenBLAS, whose packing pays off there. kk_conv2d_use_simd switches it off
+ * so tests cover both roads.
+ *
+ * The reference kernel is the seven-deep loop of the definition, in double. */
+#include <cblas.h>
+#include <string.h>
+
+#include "kernels/nn.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CONV_HAVE_AVX2 1
+#else
+#define CONV_HAVE_AVX2 0
+#endif
+
+static _Thread_local bool simd_off;
+
+bool kk_conv2d_use_simd(bool on) {
+  bool old = !simd_off;
+  simd_off = !on;
+  return old;
+}
+
+/* Upper bound on the col and product scratch of one block, in elements.
+ * 256 K floats (1 MiB) stays within a core's L2 on current x86, where the
+ * GEMM wants its packed panels to live. */
+enum { BLOCK_ELEMS = 256 * 1024 };
+
+typedef struct {
+  int64_t n, c, h, w;   /* input */
+  int64_t o, kh, kw;    /* weight */
+  int64_t oh, ow;       /* output */
+  int64_t cg, og, k, p; /* per group: channels in and out, GEMM depth, pixels */
+} conv_dims;
+
+static conv_dims dims_of(const kk_view *x, const kk_view *w, const kk_view *y, const kk_conv2d_geom *g) {
+  conv_dims d;
+  d.n = x->shape[0];
+  d.c = x->shape[1];
+  d.h = x->shape[2];
+  d.w = x->shape[3];
+  d.o = w->shape[0];
+  d.kh = w->shape[2];
+  d.kw = w->shape[3];
+  d.oh = y->shape[2];
+  d.ow = y->shape[3];
+  d.cg = d.c / g->groups;
+  d.og = d.o / g->groups;
+  d.k = d.cg * d.kh * d.kw;
+  d.p = d.oh * d.ow;
+  return d;
+}
+
+/* The first output index o with o * s - pad + off >= 0, and the end of the
+ * outputs with o * s - pad + off < len: the range where the input index is
+ * inside, so the loops between need no bounds check. */
+static void valid_range(int64_t n_out, int64_t s, int64_t pad, int64_t off, int64_t len, int64_t *lo, int64_t *hi) {
+  int64_t a = pad - off; /* need o * s >= a */
+  int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+  int64_t b = len + pad - off; /* need o * s < b */
+  int64_t h = b <= 0 ? 0 : (b + s - 1) / s;
+  if (l > n_out) l = n_out;
+  if (h > n_out) h = n_out;
+  if (h < l) h = l;
+  *lo = l;
+  *hi = h;
+}
+
+/* im2col of one image's group: img [cg, H, W] -> col rows r = (c, kh, kw),
+ * each row holding P = OH * OW entries at col + r * ld. */
+#define DEFINE_IM2COL(T, SUF)                                                                                   \
+  static void im2col_##SUF(const T *img, const conv_dims *d, const kk_conv2d_geom *g, T *col, int64_t ld) {     \
+    int64_t sh = g->stride[0], sw = g->stride[1];                                                               \
+    for (int64_t c = 0; c < d->cg; c++)                                                                         \
+      for (int64_t ki = 0; ki < d->kh; ki++)                                                                    \
+        for (int64_t kj = 0; kj < d->kw; kj++) {                                                                \
+          T *row = col + ((c * d->kh + ki) * d->kw + kj) * ld;                                                  \
+          int64_t hoff = ki * g->dilation[0], woff = kj * g->dilation[1];                                       \
+          int64_t ylo, yhi, xlo, xhi;                                                                           \
+          valid_range(d->oh, sh, g->pad[0], hoff, d->h, &ylo, &yhi);                                            \
+          valid_range(d->ow, sw, g->pad[1], woff, d->w, &xlo, &xhi);                                            \
+          memset(row, 0, sizeof(T) * (size_t)(ylo * d->ow));                                                    \
+          for (int64_t oy = ylo; oy < yhi; oy++) {                                                              \
+            /* Input column of output ox is ox * sw + xoff, inside for ox in [xlo, xhi). */                    \
+            const T *src = img + (c * d->h + oy * sh - g->pad[0] + hoff) * d->w;                                \
+            int64_t xoff = woff - g->pad[1];                                                                    \
+            T *dst = row + oy * d->ow;                                                                          \
+            for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0;                                                   \
+            /* Rows are short (LeNet's are 10 to 28 wide), where a plain loop                                 \
+             * beats a memcpy call per row. */                                                                 \
+            if (sw == 1)                                                                                        \
+              for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox + xoff];                                  \
+            else                                                                                                \
+              for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * sw + xoff];                             \
+            for (int64_t ox = xhi; ox < d->ow; ox++) dst[ox] = 0;                                               \
+          }                                                                                                     \
+          memset(row + yhi * d->ow, 0, sizeof(T) * (size_t)((d->oh - yhi) * d->ow));                            \
+        }                                                                                                       \
+  }
+
+DEFINE_IM2COL(float, f32)
+DEFINE_IM2COL(double, f64)
+
+static void gemm_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb,
+                     float *c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a, (blasint)lda,
+              b, (blasint)ldb, 0.0f, c, (blasint)ldc);
+}
+
+static void gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
+                     double *c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)lda, b,
+              (blasint)ldb, 0.0, c, (blasint)ldc);
+}
+
+/* How many images one GEMM covers. Small images make thin GEMMs whose call
+ * and packing overhead dominates, so they are batched up to the scratch
+ * bound; one image per block when the image alone fills it. */
+static int64_t block_images(const conv_dims *d) {
+  int64_t per = d->k * d->p + d->og * d->p;
+  if (per <= 0) return d->n > 0 ? d->n : 1;
+  int64_t nb = BLOCK_ELEMS / per;
+  if (nb < 1) nb = 1;
+  if (nb > d->n) nb = d->n;
+  return nb;
+}
+
+/* x, w contiguous; bias read through its stride (NULL: none); y contiguous. */
+#define DEFINE_CONV(T, SUF)                                                                                    \
+  static kiln_status conv_##SUF(const T *x, const T *w, const kk_view *bias, T *y, const conv_dims *d,          \
+                                const kk_conv2d_geom *g) {                                                     \
+    bool direct_col = d->kh == 1 && d->kw == 1 && g->stride[0] == 1 && g->stride[1] == 1 && g->pad[0] == 0 &&  \
+                      g->pad[1] == 0;                                                                          \
+    int64_t nb = block_images(d);                                                                              \
+    /* A 1x1 kernel still gathers several images into one col. */                                             \
+    size_t col_elems = direct_col && nb == 1 ? 0 : (size_t)(d->k * nb * d->p);                                 \
+    size_t prod_elems = nb > 1 ? (size_t)(d->og * nb * d->p) : 0;                                              \
+    size_t bytes = (col_elems + prod_elems) * sizeof(T);                                                       \
+    T *scratch = kiln_alloc(bytes);                                                                            \
+    if (!scratch)                                                                                              \
+      return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "conv2d: out of memory allocating %zu bytes of im2col scratch", \
+                         bytes);                                                                               \
+    T *col = scratch, *prod = scratch + col_elems;                                                             \
+    int64_t bstride = bias ? bias->strides[0] : 0;                                                             \
+    const T *bdata = bias ? (const T *)bias->data : NULL;                                                      \
+    for (int64_t n0 = 0; n0 < d->n; n0 += nb) {                                                                \
+      int64_t cnt = d->n - n0 < nb ? d->n - n0 : nb;                                                           \
+      for (int64_t grp = 0; grp < g->groups; grp++) {                                                          \
+        const T *wg = w + grp * d->og * d->k;                                                                  \
+        if (cnt == 1) {                                                                                        \
+          /* One image: the product goes straight to y. */                                                     \
+          const T *img = x + (n0 * d->c + grp * d->cg) * d->h * d->w;                                          \
+          T *yg = y + (n0 * d->o + grp * d->og) * d->p;                                                        \
+          const T *b = img;                                                                                    \
+          if (!direct_col) {                                                                                   \
+            im2col_##SUF(img, d, g, col, d->p);                                                                \
+            b = col;                                                                                           \
+          }                                                                                                    \
+          if (d->k == 0)                                                                                       \
+            memset(yg, 0, sizeof(T) * (size_t)(d->og * d->p));                                                 \
+          else                                                                                                 \
+            gemm_##SUF(d->og, d->p, d->k, wg, d->k, b, d->p, yg, d->p);                                        \
+          if (bdata)                                                                                           \
+            for (int64_t oc = 0; oc < d->og; oc++) {                                                           \
+              T bv = bdata[(grp * d->og + oc) * bstride];                                                      \
+              T *yr = yg + oc * d->p;                                                                          \
+              for (int64_t i = 0; i < d->p; i++) yr[i] += bv;                                                  \
+            }                                                                                                  \
+          continue;                                                                                            \
+        }                                                                                                      \
+        /* Several images: col [K, cnt * P], product [og, cnt * P], then                                       \
+         * scattered to y[n, grp * og + oc, :] with the bias. */                                               \
+        int64_t ld = cnt * d->p;                                                                               \
+        for (int64_t i = 0; i < cnt; i++) {                                                                    \
+          const T *img = x + ((n0 + i) * d->c + grp * d->cg) * d->h * d->w;                                    \
+          if (direct_col)                                                                                      \
+            for (int64_t r = 0; r < d->k; r++)                                                                 \
+              memcpy(col + r * ld + i * d->p, img + r * d->p, sizeof(T) * (size_t)d->p);                       \
+          else                                                                                                 \
+            im2col_##SUF(img, d, g, col + i * d->p, ld);                                                       \
+        }                                                                                                      \
+        if (d->k == 0)                                                                                         \
+          memset(prod, 0, sizeof(T) * (size_t)(d->og * ld));                                                   \
+        else                                                                                                   \
+          gemm_##SUF(d->og, ld, d->k, wg, d->k, col, ld, prod, ld);                                            \
+        for (int64_t i = 0; i < cnt; i++)                                                                      \
+          for (int64_t oc = 0; oc < d->og; oc++) {                                                             \
+            T bv = bdata ? bdata[(grp * d->og + oc) * bstride] : (T)0;                                         \
+            const T *src = prod + oc * ld + i * d->p;                                                          \
+            T *dst = y + ((n0 + i) * d->o + grp * d->og + oc) * d->p;                                          \
+            for (int64_t q = 0; q < d->p; q++) dst[q] = src[q] + bv;                                           \
+          }                                                                                                    \
+      }                                                                                                        \
+    }                                                                                                          \
+    kiln_free(scratch);                                                                                        \
+    return KILN_OK;                                                                                            \
+  }
+
+DEFINE_CONV(float, f32)
+DEFINE_CONV(double, f64)
+
+/* ------------------------------------------------------------ implicit GEMM, AVX2 */
+
+#if CONV_HAVE_AVX2
+/* Two register tilings of 12 accumulators: 6 rows x 16 pixels and 4 rows x
+ * 24 pixels; whichever pads the group's output channels less is used (6 for
+ * LeNet's conv1, 4 for its 16-channel conv2). */
+typedef void (*tile_fn)(const float *src, const int64_t *off, const float *wp, int64_t k, float *out, int64_t ldo);
+
+/* out[r][0..16) = sum_k wp[k * 6 + r] * src[off[k] + 0..16) for r < 6:
+ * twelve accumulators, two loads and six broadcasts per k. */
+__attribute__((target("avx2,fma"))) static void tile_6x16(const float *src, const int64_t *off, const float *wp,
+                                                           int64_t k, float *out, int64_t ldo) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
+         c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(),
+         c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps(),
+         c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int64_t t = 0; t < k; t++, wp += 6) {
+    const float *b = src + off[t];
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), a;
+    a = _mm256_broadcast_ss(wp + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00);
+    c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(wp + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10);
+    c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(wp + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20);
+    c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(wp + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30);
+    c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(wp + 4);
+    c40 = _mm256_fmadd_ps(a, b0, c40);
+    c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(wp + 5);
+    c50 = _mm256_fmadd_ps(a, b0, c50);
+    c51 = _mm256_fmadd_ps(a, b1, c51);
+  }
+  _mm256_storeu_ps(out + 0 * ldo, c00);
+  _mm256_storeu_ps(out + 0 * ldo + 8, c01);
+  _mm256_storeu_ps(out + 1 * ldo, c10);
+  _mm256_storeu_ps(out + 1 * ldo + 8, c11);
+  _mm256_storeu_ps(out + 2 * ldo, c20);
+  _mm256_storeu_ps(out + 2 * ldo + 8, c21);
+  _mm256_storeu_ps(out + 3 * ldo, c30);
+  _mm256_storeu_ps(out + 3 * ldo + 8, c31);
+  _mm256_storeu_ps(out + 4 * ldo, c40);
+  _mm256_storeu_ps(out + 4 * ldo + 8, c41);
+  _mm256_storeu_ps(out + 5 * ldo, c50);
+  _mm256_storeu_ps(out + 5 * ldo + 8, c51);
+}
+
+/* out[r][0..24) = sum_k wp[k * 4 + r] * src[off[k] + 0..24) for r < 4. */
+__attribute__((target("avx2,fma"))) static void tile_4x24(const float *src, const int64_t *off, const float *wp,
+                                                           int64_t k, float *out, int64_t ldo) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c02 = _mm256_setzero_ps(),
+         c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps(), c12 = _mm256_setzero_ps(),
+         c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c22 = _mm256_setzero_ps(),
+         c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c32 = _mm256_setzero_ps();
+  for (int64_t t = 0; t < k; t++, wp += 4) {
+    const float *b = src + off[t];
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16), a;
+    a = _mm256_broadcast_ss(wp + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00);
+    c01 = _mm256_fmadd_ps(a, b1, c01);
+    c02 = _mm256_fmadd_ps(a, b2, c02);
+    a = _mm256_broadcast_ss(wp + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10);
+    c11 = _mm256_fmadd_ps(a, b1, c11);
+    c12 = _mm256_fmadd_ps(a, b2, c12);
+    a = _mm256_broadcast_ss(wp + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20);
+    c21 = _mm256_fmadd_ps(a, b1, c21);
+    c22 = _mm256_fmadd_ps(a, b2, c22);
+    a = _mm256_broadcast_ss(wp + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30);
+    c31 = _mm256_fmadd_ps(a, b1, c31);
+    c32 = _mm256_fmadd_ps(a, b2, c32);
+  }
+  _mm256_storeu_ps(out + 0 * ldo, c00);
+  _mm256_storeu_ps(out + 0 * ldo + 8, c01);
+  _mm256_storeu_ps(out + 0 * ldo + 16, c02);
+  _mm256_storeu_ps(out + 1 * ldo, c10);
+  _mm256_storeu_ps(out + 1 * ldo + 8, c11);
+  _mm256_storeu_ps(out + 1 * ldo + 16, c12);
+  _mm256_storeu_ps(out + 2 * ldo, c20);
+  _mm256_storeu_ps(out + 2 * ldo + 8, c21);
+  _mm256_storeu_ps(out + 2 * ldo + 16, c22);
+  _mm256_storeu_ps(out + 3 * ldo, c30);
+  _mm256_storeu_ps(out + 3 * ldo + 8, c31);
+  _mm256_storeu_ps(out + 3 * ldo + 16, c32);
+}
+
+/* Padded-image geometry of the implicit GEMM. */
+typedef struct {
+  int64_t mr, nr;        /* the tile: rows (output channels) x pixels */
+  tile_fn tile;
+  int64_t hp, wp, plane; /* padded height, width, hp * wp */
+  int64_t q, qpad;       /* computed pixels oy * wp + ox, and that rounded up to nr */
+  int64_t opad;          /* output channels per group rounded up to mr */
+  int64_t xlen;          /* padded image buffer, with slack for the last tile's reads */
+} direct_dims;
+
+static bool direct_fits(const conv_dims *d, const kk_conv2d_geom *g, direct_dims *dd) {
+  if (g->stride[0] != 1 || g->stride[1] != 1) return false;
+  dd->hp = d->h + 2 * g->pad[0];
+  dd->wp = d->w + 2 * g->pad[1];
+  dd->plane = dd->hp * dd->wp;
+  int64_t pad6 = (d->og + 5) / 6 * 6, pad4 = (d->og + 3) / 4 * 4;
+  dd->mr = pad4 < pad6 ? 4 : 6;
+  dd->nr = dd->mr == 4 ? 24 : 16;
+  dd->tile = dd->mr == 4 ? tile_4x24 : tile_6x16;
+  dd->q = d->oh * dd->wp;
+  dd->qpad = (dd->q + dd->nr - 1) / dd->nr * dd->nr;
+  dd->opad = dd->mr == 4 ? pad4 : pad6;
+  int64_t max_off = (d->cg - 1) * dd->plane + (d->kh - 1) * g->dilation[0] * dd->wp + (d->kw - 1) * g->dilation[1];
+  dd->xlen = d->cg * dd->plane > max_off + dd->qpad ? d->cg * dd->plane : max_off + dd->qpad;
+  /* Beyond L2 (512 KiB on current x86 cores) the taps' loads miss and
+   * OpenBLAS's packed panels win. */
+  return d->cg >= 1 && dd->xlen * (int64_t)sizeof(float) <= 512 * 1024 && d->k <= 4096;
+}
+
+static bool cpu_has_avx2_fma(void) {
+  static _Atomic int cached = -1; /* -1 unknown, else 0 or 1; racing writers agree */
+  int v = cached;
+  if (v < 0) {
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    cached = v;
+  }
+  return v == 1;
+}
+
+static kiln_status conv_direct_f32(const float *x, const float *w, const kk_view *bias, float *y, const conv_dims *d,
+                                   const kk_conv2d_geom *g, const direct_dims *dd) {
+  /* Scratch: padded image [xlen], output tile rows [opad, qpad], packed
+   * weights [groups][opad / mr][k][mr], tap offsets [k]. */
+  size_t xn = (size_t)dd->xlen, on = (size_t)(dd->opad * dd->qpad), wn = (size_t)(g->groups * dd->opad * d->k);
+  size_t bytes = (xn + on + wn) * sizeof(float) + (size_t)d->k * sizeof(int64_t);
+  float *xpad = kiln_alloc(bytes);
+  if (!xpad)
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "conv2d: out of memory allocating %zu bytes of scratch", bytes);
+  float *obuf = xpad + xn, *wpack = obuf + on;
+  int64_t *off = (int64_t *)(wpack + wn);
+  for (int64_t c = 0; c < d->cg; c++)
+    for (int64_t i = 0; i < d->kh; i++)
+      for (int64_t j = 0; j < d->kw; j++)
+        off[(c * d->kh + i) * d->kw + j] = c * dd->plane + i * g->dilation[0] * dd->wp + j * g->dilation[1];
+  /* Weights as [block][k][mr] so a tile reads its rows' weights for one tap
+   * as consecutive floats; rows past og are zero. */
+  int64_t mr = dd->mr;
+  for (int64_t grp = 0; grp < g->groups; grp++)
+    for (int64_t rb = 0; rb < dd->opad / mr; rb++) {
+      float *dst = wpack + (grp * dd->opad + rb * mr) * d->k;
+      for (int64_t t = 0; t < d->k; t++)
+        for (int64_t r = 0; r < mr; r++) {
+          int64_t oc = rb * mr + r;
+          dst[t * mr + r] = oc < d->og ? w[(grp * d->og + oc) * d->k + t] : 0.0f;
+        }
+    }
+  memset(xpad, 0, xn * sizeof(float));
+  int64_t bstride = bias ? bias->strides[0] : 0;
+  const float *bdata = bias ? (const float *)bias->data : NULL;
+  for (int64_t n = 0; n < d->n; n++)
+    for (int64_t grp = 0; grp < g->groups; grp++) {
+      /* The interior of the padded image; the border and slack stay zero. */
+      const float *img = x + (n * d->c + grp * d->cg) * d->h * d->w;
+      for (int64_t c = 0; c < d->cg; c++)
+        for (int64_t r = 0; r < d->h; r++) {
+          float *dst = xpad + c * dd->plane + (r + g->pad[0]) * dd->wp + g->pad[1];
+          const float *src = img + (c * d->h + r) * d->w;
+          for (int64_t q = 0; q < d->w; q++) dst[q] = src[q];
+        }
+      const float *wg = wpack + grp * dd->opad * d->k;
+      for (int64_t rb = 0; rb < dd->opad / mr; rb++)
+        for (int64_t q0 = 0; q0 < dd->qpad; q0 += dd->nr)
+          dd->tile(xpad + q0, off, wg + rb * mr * d->k, d->k, obuf + rb * mr * dd->qpad + q0, dd->qpad);
+      for (int64_t oc = 0; oc < d->og; oc++) {
+        float bv = bdata ? bdata[(grp * d->og + oc) * bstride] : 0.0f;
+        float *dst = y + (n * d->o + grp * d->og + oc) * d->p;
+        const float *src = obuf + oc * dd->qpad;
+        for (int64_t oy = 0; oy < d->oh; oy++)
+          for (int64_t ox = 0; ox < d->ow; ox++) dst[oy * d->ow + ox] = src[oy * dd->wp + ox] + bv;
+      }
+    }
+  kiln_free(xpad);
+  return KILN_OK;
+}
+#endif
+
+/* ------------------------------------------------------------ entry points */
+
+kiln_status kk_conv2d(const kk_view *x, const kk_view *w, const kk_view *bias, const kk_view *y,
+                      const kk_conv2d_geom *g) {
+  conv_dims d = dims_of(x, w, y, g);
+  if (d.n == 0 || d.o == 0 || d.p == 0) return KILN_OK;
+  const char *xd, *wd;
+  void *xs, *ws;
+  kiln_status st = kk_nn_contiguous(x, "conv2d", &xd, &xs);
+  if (st != KILN_OK) return st;
+  st = kk_nn_contiguous(w, "conv2d", &wd, &ws);
+  if (st != KILN_OK) {
+    kiln_free(xs);
+    return st;
+  }
+#if CONV_HAVE_AVX2
+  direct_dims dd;
+  if (x->dtype == KILN_F32 && !simd_off && direct_fits(&d, g, &dd) && cpu_has_avx2_fma())
+    st = conv_direct_f32((const float *)xd, (const float *)wd, bias, (float *)y->data, &d, g, &dd);
+  else
+#endif
+      if (x->dtype == KILN_F32)
+    st = conv_f32((const float *)xd, (const float *)wd, bias, (float *)y->data, &d, g);
+  else
+    st = conv_f64((const double *)xd, (const double *)wd, bias, (double *)y->data, &d, g);
+  kiln_free(xs);
+  kiln_free(ws);
+  return st;
+}
+
+static double at4(const kk_view *v, int64_t a, int64_t b, int64_t c, int64_t e) {
+  int64_t off = a * v->strides[0] + b * v->strides[1] + c * v->strides[2] + e * v->strides[3];
+  return kk_get_f64(v->dtype, v->data + off * (int64_t)kiln_dtype_size(v->dtype));
+}
+
+kiln_status kk_conv2d_ref(const kk_view *x, const kk_view *w, const kk_view *bias, const kk_view *y,
+                          const kk_conv2d_geom *g) {
+  int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3];
+  int64_t O = w->shape[0], CG = w->shape[1], KH = w->shape[2], KW = w->shape[3];
+  int64_t OH = y->shape[2], OW = y->shape[3], OG = O / g->groups;
+  size_t es = kiln_dtype_size(y->dtype);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t o = 0; o < O; o++) {
+      int64_t grp = o / OG;
+      for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+          double acc = bias ? kk_get_f64(bias->dtype, bias->data + o * bias->strides[0] * (int64_t)es) : 0.0;
+          for (int64_t c = 0; c < CG; c++)
+            for (int64_t i = 0; i < KH; i++)
+              for (int64_t j = 0; j < KW; j++) {
+                int64_t iy = oy * g->stride[0] - g->pad[0] + i * g->dilation[0];
+                int64_t ix = ox * g->stride[1] - g->pad[1] + j * g->dilation[1];
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue; /* zero padding */
+                acc += at4(x, n, grp * CG + c, iy, ix) * at4(w, o, c, i, j);
+              }
+          int64_t off = n * y->strides[0] + o * y->strides[1] + oy * y->strides[2] + ox * y->strides[3];
+          kk_set_f64(y->dtype, y->data + off * (int64_t)es, acc);
+        }
+    }
+  return KILN_OK;
+}
