@@ -16,7 +16,7 @@
 /* Records a message for kiln_last_error on this thread and returns status, so
  * a failing path reads `return kiln_errorf(KILN_ERR_SHAPE, "...")`. */
 kiln_status kiln_errorf(kiln_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap);
+kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void kiln_error_clear(void);
 
 /* All allocations go through the hook set by kiln_set_allocator. Memory is

@@ -274,9 +274,10 @@ static kiln_status load(FILE *f, const char *path, kiln_tensor **out) {
     const unsigned char *b = tensor_data(t);
     for (int64_t i = 0; i < numel; i++)
       if (b[i] > 1) {
+        st = kiln_errorf(KILN_ERR_CORRUPT, "kiln_load_npy: %s: bool element %lld is %u, not 0 or 1", path,
+                         (long long)i, b[i]);
         kiln_tensor_release(t);
-        return kiln_errorf(KILN_ERR_CORRUPT, "kiln_load_npy: %s: bool element %lld is %u, not 0 or 1", path,
-                           (long long)i, b[i]);
+        return st;
       }
   }
   *out = t;

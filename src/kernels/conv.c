@@ -363,12 +363,13 @@ static kiln_status conv_direct_f32(const float *x, const float *w, const kk_view
   /* Scratch: padded image [xlen], output tile rows [opad, qpad], packed
    * weights [groups][opad / mr][k][mr], tap offsets [k]. */
   size_t xn = (size_t)dd->xlen, on = (size_t)(dd->opad * dd->qpad), wn = (size_t)(g->groups * dd->opad * d->k);
-  size_t bytes = (xn + on + wn) * sizeof(float) + (size_t)d->k * sizeof(int64_t);
-  float *xpad = kiln_alloc(bytes);
-  if (!xpad)
+  size_t koff = (size_t)(d->k + 7) / 8 * 8; /* keeps the floats 64-byte aligned */
+  size_t bytes = (xn + on + wn) * sizeof(float) + koff * sizeof(int64_t);
+  /* The int64 offsets go first, where the allocation's alignment holds. */
+  int64_t *off = kiln_alloc(bytes);
+  if (!off)
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "conv2d: out of memory allocating %zu bytes of scratch", bytes);
-  float *obuf = xpad + xn, *wpack = obuf + on;
-  int64_t *off = (int64_t *)(wpack + wn);
+  float *xpad = (float *)(off + koff), *obuf = xpad + xn, *wpack = obuf + on;
   for (int64_t c = 0; c < d->cg; c++)
     for (int64_t i = 0; i < d->kh; i++)
       for (int64_t j = 0; j < d->kw; j++)
@@ -410,7 +411,7 @@ static kiln_status conv_direct_f32(const float *x, const float *w, const kk_view
           for (int64_t ox = 0; ox < d->ow; ox++) dst[oy * d->ow + ox] = src[oy * dd->wp + ox] + bv;
       }
     }
-  kiln_free(xpad);
+  kiln_free(off);
   return KILN_OK;
 }
 #endif

@@ -199,6 +199,12 @@ static void unary_int_inner(int64_t n, char **p, const int64_t *s, void *ctx) {
   }
 }
 
+/* An op parameter for integer inputs: saturated, so an infinite clip bound
+ * means no bound. */
+static int64_t int_param(double v) {
+  return isnan(v) ? 0 : v >= 9223372036854775807.0 ? INT64_MAX : v <= -9223372036854775808.0 ? INT64_MIN : (int64_t)v;
+}
+
 kiln_status kk_unary(kk_unary_op op, const kk_view *x, const kk_view *y, double a, double b) {
   const kk_view *v[2] = {x, y};
   if (op != KK_LOGICAL_NOT && x->dtype == KILN_F32) {
@@ -208,7 +214,7 @@ kiln_status kk_unary(kk_unary_op op, const kk_view *x, const kk_view *y, double 
     unary_ctx c = {op, a, b};
     kk_foreach(2, v, y->shape, y->ndim, unary_f64_inner, &c);
   } else {
-    unary_int_ctx c = {op, x->dtype, y->dtype, (int64_t)a, (int64_t)b};
+    unary_int_ctx c = {op, x->dtype, y->dtype, int_param(a), int_param(b)};
     kk_foreach(2, v, y->shape, y->ndim, unary_int_inner, &c);
   }
   return KILN_OK;
@@ -230,16 +236,17 @@ static double unary_ref_f64(kk_unary_op op, double v, double a, double b) {
   case KK_RELU: return isnan(v) ? v : v > 0 ? v : 0.0;
   case KK_LEAKY_RELU: return isnan(v) ? v : v >= 0 ? v : a * v;
   case KK_GELU: return v * 0.5 * erfc(-v / sqrt(2.0));
-  case KK_SOFTPLUS: return v > 30 ? v : log(1.0 + exp(v));
+  case KK_SOFTPLUS: return v > 30 ? v : log1p(exp(v));
   case KK_SIGN: return isnan(v) ? v : v > 0 ? 1.0 : v < 0 ? -1.0 : 0.0;
   case KK_FLOOR: return floor(v);
   case KK_CEIL: return ceil(v);
   case KK_ROUND: {
-    double r = floor(v + 0.5);
-    if (r - v == 0.5 && fmod(r, 2.0) != 0) r -= 1.0; /* a tie: go to the even neighbour */
+    /* v - floor(v) is exact, unlike v + 0.5, which rounds for large v. */
+    double r = floor(v), frac = v - r;
+    if (frac > 0.5 || (frac == 0.5 && fmod(r, 2.0) != 0)) r += 1.0; /* ties go to the even neighbour */
     return r;
   }
-  case KK_CLIP: return fmin(fmax(v, a), b);
+  case KK_CLIP: return isnan(v) ? v : v < a ? a : v > b ? b : v;
   default: return 0;
   }
 }
@@ -254,7 +261,7 @@ kiln_status kk_unary_ref(kk_unary_op op, const kk_view *x, const kk_view *y, dou
     else if (kk_is_float(x->dtype))
       kk_set_f64(y->dtype, py, unary_ref_f64(op, kk_get_f64(x->dtype, px), a, b));
     else
-      kk_set_i64(y->dtype, py, unary_int(op, kk_get_i64(x->dtype, px), (int64_t)a, (int64_t)b));
+      kk_set_i64(y->dtype, py, unary_int(op, kk_get_i64(x->dtype, px), int_param(a), int_param(b)));
   }
   return KILN_OK;
 }

@@ -259,13 +259,25 @@ static bool better(bool is_max, double v, double best) {
   return is_max ? v > best : v < best;
 }
 
+/* Integers compare as int64: doubles would merge values past 2^53. */
+static int64_t int_argext(bool is_max, kiln_dtype dt, const char *x, int64_t len, int64_t stride) {
+  int64_t best_at = 0, best = kk_get_i64(dt, x);
+  for (int64_t j = 1; j < len; j++) {
+    int64_t v = kk_get_i64(dt, x + j * stride);
+    if (is_max ? v > best : v < best) best = v, best_at = j;
+  }
+  return best_at;
+}
+
 static void arg_inner(int64_t n, char **p, const int64_t *s, void *ctx) {
   const arg_ctx *c = ctx;
   for (int64_t i = 0; i < n; i++) {
     const char *x = p[0] + i * s[0];
     int64_t best_at = 0;
     double best = kk_get_f64(c->dt, x);
-    if (c->dt == KILN_F32) {
+    if (!kk_is_float(c->dt)) {
+      best_at = int_argext(c->is_max, c->dt, x, c->len, c->stride);
+    } else if (c->dt == KILN_F32) {
       for (int64_t j = 1; j < c->len; j++) {
         double v = *(const float *)(x + j * c->stride);
         if (better(c->is_max, v, best)) best = v, best_at = j;
@@ -322,13 +334,20 @@ kiln_status kk_argext(bool is_max, const kk_view *x, int axis, const kk_view *ou
   return KILN_OK;
 }
 
+/* Whether element i beats element j of x. */
+static bool ref_better(bool is_max, const kk_view *x, int64_t i, int64_t j) {
+  const char *pi = kk_element(x, i), *pj = kk_element(x, j);
+  if (kk_is_float(x->dtype)) return better(is_max, kk_get_f64(x->dtype, pi), kk_get_f64(x->dtype, pj));
+  int64_t a = kk_get_i64(x->dtype, pi), b = kk_get_i64(x->dtype, pj);
+  return is_max ? a > b : a < b;
+}
+
 kiln_status kk_argext_ref(bool is_max, const kk_view *x, int axis, const kk_view *out) {
   int64_t n = kk_numel(x);
   if (axis < 0) {
     int64_t best_at = 0;
     for (int64_t i = 1; i < n; i++)
-      if (better(is_max, kk_get_f64(x->dtype, kk_element(x, i)), kk_get_f64(x->dtype, kk_element(x, best_at))))
-        best_at = i;
+      if (ref_better(is_max, x, i, best_at)) best_at = i;
     *(int64_t *)out->data = best_at;
     return KILN_OK;
   }
@@ -338,11 +357,8 @@ kiln_status kk_argext_ref(bool is_max, const kk_view *x, int axis, const kk_view
   for (int64_t o = 0; o < outer; o++)
     for (int64_t in = 0; in < inner; in++) {
       int64_t best_at = 0;
-      for (int64_t j = 1; j < len; j++) {
-        double v = kk_get_f64(x->dtype, kk_element(x, (o * len + j) * inner + in));
-        double b = kk_get_f64(x->dtype, kk_element(x, (o * len + best_at) * inner + in));
-        if (better(is_max, v, b)) best_at = j;
-      }
+      for (int64_t j = 1; j < len; j++)
+        if (ref_better(is_max, x, (o * len + j) * inner + in, (o * len + best_at) * inner + in)) best_at = j;
       ((int64_t *)out->data)[o * inner + in] = best_at;
     }
   return KILN_OK;

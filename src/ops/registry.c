@@ -30,8 +30,10 @@ kiln_status kiln_op_fail(const kiln_op_call *c, kiln_status status, const char *
 }
 
 kiln_status kiln_op_axis(const kiln_op_call *c, int64_t axis, int ndim, int *out) {
-  int64_t a = axis < 0 ? axis + ndim : axis;
-  if (a < 0 || a >= (ndim > 0 ? ndim : 1) || (ndim == 0 && axis != 0 && axis != -1))
+  /* A 0-d tensor answers to axis 0 and -1, as in torch. */
+  int bound = ndim > 0 ? ndim : 1;
+  int64_t a = axis < 0 ? axis + bound : axis;
+  if (a < 0 || a >= bound)
     return kiln_op_fail(c, KILN_ERR_OUT_OF_RANGE, "axis %lld is out of range for %d dims", (long long)axis, ndim);
   *out = (int)a;
   return KILN_OK;
