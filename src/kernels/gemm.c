@@ -101,12 +101,15 @@ typedef struct {
 static bool blas_layout_of(const kk_view *v, blas_layout *l) {
   int nd = v->ndim;
   int64_t rows = v->shape[nd - 2], cols = v->shape[nd - 1], rs = v->strides[nd - 2], cs = v->strides[nd - 1];
-  if ((cs == 1 || cols == 1) && rs >= (cols > 1 ? cols : 1)) {
-    *l = (blas_layout){false, rs};
+  /* A single row or column may have any stride along its length-1 dim;
+   * BLAS still wants a leading dimension of at least the other extent. */
+  int64_t min_ld_rows = cols > 1 ? cols : 1, min_ld_cols = rows > 1 ? rows : 1;
+  if ((cs == 1 || cols <= 1) && (rows <= 1 || rs >= min_ld_rows)) {
+    *l = (blas_layout){false, rows <= 1 ? min_ld_rows : rs};
     return true;
   }
-  if ((rs == 1 || rows == 1) && cs >= (rows > 1 ? rows : 1)) {
-    *l = (blas_layout){true, cs};
+  if ((rs == 1 || rows <= 1) && (cols <= 1 || cs >= min_ld_cols)) {
+    *l = (blas_layout){true, cols <= 1 ? min_ld_cols : cs};
     return true;
   }
   return false;

@@ -165,7 +165,9 @@ static kiln_status slice_infer(const kiln_op_call *c, kiln_out_desc *out) {
                            : (start > stop ? (start - stop - 1) / -step + 1 : 0);
   copy_shape(out, x);
   out->shape[axis] = count;
-  out->strides[axis] = x->strides[axis] * step;
+  /* With one element or none the stride is never used, and step may be
+   * huge; with two or more |step| < len, so the product fits. */
+  out->strides[axis] = count > 1 ? x->strides[axis] * step : x->strides[axis];
   out->offset = count > 0 ? start * x->strides[axis] : 0;
   return KILN_OK;
 }

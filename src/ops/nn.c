@@ -117,12 +117,9 @@ static kiln_status softmax_infer(const kiln_op_call *c, kiln_out_desc *out) {
   const kk_view *x = &c->in[0];
   kiln_status st = need_float(c, x, "input");
   if (st != KILN_OK) return st;
-  /* A 0-d tensor is one row of one element; axis 0 and -1 both name it. */
-  int64_t a = c->attrs[0].i;
-  if (x->ndim == 0 && a != 0 && a != -1)
-    return kiln_op_fail(c, KILN_ERR_OUT_OF_RANGE, "axis %lld is out of range for 0 dims", (long long)a);
+  /* A 0-d tensor is one row of one element, named by axis 0 or -1. */
   int axis;
-  if (x->ndim > 0 && (st = kiln_op_axis(c, a, x->ndim, &axis)) != KILN_OK) return st;
+  if ((st = kiln_op_axis(c, c->attrs[0].i, x->ndim, &axis)) != KILN_OK) return st;
   same_as(out, x);
   return KILN_OK;
 }
