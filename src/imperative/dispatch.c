@@ -94,15 +94,14 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
   if (st != KILN_OK) goto fail;
 
   for (; made < n_out; made++) {
-    kiln_tensor *t;
-    if (def->flags & KILN_OP_VIEW) {
-      t = tensor_new_view(in[0], desc[made].ndim, desc[made].shape, desc[made].strides, desc[made].offset);
-    } else {
-      int64_t numel;
-      st = tensor_checked_numel(def->name, desc[made].dtype, desc[made].ndim, desc[made].shape, &numel);
-      if (st != KILN_OK) goto fail;
-      t = tensor_new(desc[made].dtype, desc[made].ndim, desc[made].shape);
-    }
+    /* Views too: a broadcast view must not have more elements than an
+     * int64 counts, or everything that walks it overflows. */
+    int64_t numel;
+    st = tensor_checked_numel(def->name, desc[made].dtype, desc[made].ndim, desc[made].shape, &numel);
+    if (st != KILN_OK) goto fail;
+    kiln_tensor *t = def->flags & KILN_OP_VIEW
+                         ? tensor_new_view(in[0], desc[made].ndim, desc[made].shape, desc[made].strides, desc[made].offset)
+                         : tensor_new(desc[made].dtype, desc[made].ndim, desc[made].shape);
     if (tensor_failed(t)) {
       st = kiln_errorf(t->status, "%s: %s", def->name, t->error);
       kiln_tensor_release(t);

@@ -9,8 +9,9 @@
  * matrix with leading dimension P); with several, it goes to a scratch
  * [O/groups, nb * P] and is scattered to y with the bias added. Blocks keep
  * the scratch bounded (see block_images), so a big batch never needs a
- * batch-sized col buffer. A 1x1 kernel with stride 1 and no padding needs no
- * im2col at all: the image itself is col.
+ * batch-sized col buffer; an image too big for a block is lowered a band of
+ * output rows at a time (chunk_rows). A 1x1 kernel with stride 1 and no
+ * padding needs no im2col at all: the image itself is col.
  *
  * float32 with stride 1 on x86-64 with AVX2 and FMA takes a faster road that
  * needs no im2col (implicit GEMM): each image's group is copied once into a
@@ -92,10 +93,12 @@ static void valid_range(int64_t n_out, int64_t s, int64_t pad, int64_t off, int6
   *hi = h;
 }
 
-/* im2col of one image's group: img [cg, H, W] -> col rows r = (c, kh, kw),
- * each row holding P = OH * OW entries at col + r * ld. */
+/* im2col of output rows [oy0, oy1) of one image's group: img [cg, H, W] ->
+ * col rows r = (c, kh, kw), each holding (oy1 - oy0) * OW entries at
+ * col + r * ld. */
 #define DEFINE_IM2COL(T, SUF)                                                                                   \
-  static void im2col_##SUF(const T *img, const conv_dims *d, const kk_conv2d_geom *g, T *col, int64_t ld) {     \
+  static void im2col_##SUF(const T *img, const conv_dims *d, const kk_conv2d_geom *g, T *col, int64_t ld,       \
+                           int64_t oy0, int64_t oy1) {                                                          \
     int64_t sh = g->stride[0], sw = g->stride[1];                                                               \
     for (int64_t c = 0; c < d->cg; c++)                                                                         \
       for (int64_t ki = 0; ki < d->kh; ki++)                                                                    \
@@ -105,12 +108,15 @@ static void valid_range(int64_t n_out, int64_t s, int64_t pad, int64_t off, int6
           int64_t ylo, yhi, xlo, xhi;                                                                           \
           valid_range(d->oh, sh, g->pad[0], hoff, d->h, &ylo, &yhi);                                            \
           valid_range(d->ow, sw, g->pad[1], woff, d->w, &xlo, &xhi);                                            \
-          memset(row, 0, sizeof(T) * (size_t)(ylo * d->ow));                                                    \
-          for (int64_t oy = ylo; oy < yhi; oy++) {                                                              \
+          /* Rows of this chunk that read inside the image: [ya, yb). */                                       \
+          int64_t ya = ylo < oy0 ? oy0 : ylo > oy1 ? oy1 : ylo;                                                 \
+          int64_t yb = yhi < ya ? ya : yhi > oy1 ? oy1 : yhi;                                                   \
+          memset(row, 0, sizeof(T) * (size_t)((ya - oy0) * d->ow));                                             \
+          for (int64_t oy = ya; oy < yb; oy++) {                                                                \
             /* Input column of output ox is ox * sw + xoff, inside for ox in [xlo, xhi). */                    \
             const T *src = img + (c * d->h + oy * sh - g->pad[0] + hoff) * d->w;                                \
             int64_t xoff = woff - g->pad[1];                                                                    \
-            T *dst = row + oy * d->ow;                                                                          \
+            T *dst = row + (oy - oy0) * d->ow;                                                                  \
             for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0;                                                   \
             /* Rows are short (LeNet's are 10 to 28 wide), where a plain loop                                 \
              * beats a memcpy call per row. */                                                                 \
@@ -120,7 +126,7 @@ static void valid_range(int64_t n_out, int64_t s, int64_t pad, int64_t off, int6
               for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * sw + xoff];                             \
             for (int64_t ox = xhi; ox < d->ow; ox++) dst[ox] = 0;                                               \
           }                                                                                                     \
-          memset(row + yhi * d->ow, 0, sizeof(T) * (size_t)((d->oh - yhi) * d->ow));                            \
+          memset(row + (yb - oy0) * d->ow, 0, sizeof(T) * (size_t)((oy1 - yb) * d->ow));                        \
         }                                                                                                       \
   }
 
@@ -137,6 +143,16 @@ static void gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t l
                      double *c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)lda, b,
               (blasint)ldb, 0.0, c, (blasint)ldc);
+}
+
+/* Output rows per GEMM when one image is too big for a block: its col would
+ * be K * P, which for a deep layer on a large image is hundreds of MiB. */
+static int64_t chunk_rows(const conv_dims *d) {
+  int64_t per_row = d->k * d->ow;
+  int64_t rows = per_row > 0 ? 4 * (int64_t)BLOCK_ELEMS / per_row : d->oh;
+  if (rows < 1) rows = 1;
+  if (rows > d->oh) rows = d->oh;
+  return rows;
 }
 
 /* How many images one GEMM covers. Small images make thin GEMMs whose call
@@ -158,8 +174,10 @@ static int64_t block_images(const conv_dims *d) {
     bool direct_col = d->kh == 1 && d->kw == 1 && g->stride[0] == 1 && g->stride[1] == 1 && g->pad[0] == 0 &&  \
                       g->pad[1] == 0;                                                                          \
     int64_t nb = block_images(d);                                                                              \
+    int64_t rows = chunk_rows(d);                                                                              \
     /* A 1x1 kernel still gathers several images into one col. */                                             \
-    size_t col_elems = direct_col && nb == 1 ? 0 : (size_t)(d->k * nb * d->p);                                 \
+    size_t col_elems = direct_col && nb == 1 ? 0 : nb == 1 ? (size_t)(d->k * rows * d->ow)                      \
+                                                           : (size_t)(d->k * nb * d->p);                        \
     size_t prod_elems = nb > 1 ? (size_t)(d->og * nb * d->p) : 0;                                              \
     size_t bytes = (col_elems + prod_elems) * sizeof(T);                                                       \
     T *scratch = kiln_alloc(bytes);                                                                            \
@@ -177,15 +195,16 @@ static int64_t block_images(const conv_dims *d) {
           /* One image: the product goes straight to y. */                                                     \
           const T *img = x + (n0 * d->c + grp * d->cg) * d->h * d->w;                                          \
           T *yg = y + (n0 * d->o + grp * d->og) * d->p;                                                        \
-          const T *b = img;                                                                                    \
-          if (!direct_col) {                                                                                   \
-            im2col_##SUF(img, d, g, col, d->p);                                                                \
-            b = col;                                                                                           \
-          }                                                                                                    \
           if (d->k == 0)                                                                                       \
             memset(yg, 0, sizeof(T) * (size_t)(d->og * d->p));                                                 \
+          else if (direct_col)                                                                                 \
+            gemm_##SUF(d->og, d->p, d->k, wg, d->k, img, d->p, yg, d->p);                                      \
           else                                                                                                 \
-            gemm_##SUF(d->og, d->p, d->k, wg, d->k, b, d->p, yg, d->p);                                        \
+            for (int64_t oy0 = 0; oy0 < d->oh; oy0 += rows) {                                                  \
+              int64_t oy1 = oy0 + rows < d->oh ? oy0 + rows : d->oh, cols = (oy1 - oy0) * d->ow;               \
+              im2col_##SUF(img, d, g, col, cols, oy0, oy1);                                                    \
+              gemm_##SUF(d->og, cols, d->k, wg, d->k, col, cols, yg + oy0 * d->ow, d->p);                      \
+            }                                                                                                  \
           if (bdata)                                                                                           \
             for (int64_t oc = 0; oc < d->og; oc++) {                                                           \
               T bv = bdata[(grp * d->og + oc) * bstride];                                                      \
@@ -203,7 +222,7 @@ static int64_t block_images(const conv_dims *d) {
             for (int64_t r = 0; r < d->k; r++)                                                                 \
               memcpy(col + r * ld + i * d->p, img + r * d->p, sizeof(T) * (size_t)d->p);                       \
           else                                                                                                 \
-            im2col_##SUF(img, d, g, col + i * d->p, ld);                                                       \
+            im2col_##SUF(img, d, g, col + i * d->p, ld, 0, d->oh);                                             \
         }                                                                                                      \
         if (d->k == 0)                                                                                         \
           memset(prod, 0, sizeof(T) * (size_t)(d->og * ld));                                                   \
@@ -422,6 +441,10 @@ kiln_status kk_conv2d(const kk_view *x, const kk_view *w, const kk_view *bias, c
                       const kk_conv2d_geom *g) {
   conv_dims d = dims_of(x, w, y, g);
   if (d.n == 0 || d.o == 0 || d.p == 0) return KILN_OK;
+  if (d.p > INT32_MAX || d.k > INT32_MAX || d.o > INT32_MAX)
+    return kiln_errorf(KILN_ERR_UNSUPPORTED,
+                       "conv2d: a GEMM dimension (pixels %lld, depth %lld, channels %lld) exceeds BLAS's int range",
+                       (long long)d.p, (long long)d.k, (long long)d.o);
   const char *xd, *wd;
   void *xs, *ws;
   kiln_status st = kk_nn_contiguous(x, "conv2d", &xd, &xs);

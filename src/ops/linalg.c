@@ -64,8 +64,8 @@ static kiln_status matmul_infer(const kiln_op_call *c, kiln_out_desc *out) {
   ba.ndim -= 2;
   bb.ndim -= 2;
   const kk_view *views[2] = {&ba, &bb};
-  st = kiln_op_broadcast(c, 2, views, out);
-  if (st != KILN_OK) return st;
+  if (kiln_op_broadcast(c, 2, views, out) != KILN_OK)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "batch dims of %s and %s cannot broadcast", as, bs);
   if (ra->ndim > 1) out->shape[out->ndim++] = a.shape[a.ndim - 2];
   if (rb->ndim > 1) out->shape[out->ndim++] = b.shape[b.ndim - 1];
   out->dtype = a.dtype;

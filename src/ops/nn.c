@@ -587,24 +587,18 @@ kiln_tensor *kiln_batch_norm_train(kiln_tensor *x, kiln_tensor *gamma, kiln_tens
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_BATCH_NORM_TRAIN, a);
   a[0].f = eps;
-  /* The outputs the caller does not ask for must be dropped without knowing
-   * whether a scope owns them, so the op runs in a scope of its own and the
-   * wanted ones are kept out of it. */
+  /* Owned outputs, so the statistics the caller does not ask for can be
+   * released here whether or not a scope is open. */
   kiln_tensor *out[3];
-  if (kiln_scope_begin() != KILN_OK) {
-    kiln_tensor *f = tensor_autorelease(tensor_new_failed(KILN_ERR_OUT_OF_MEMORY, kiln_last_error()));
-    if (batch_mean) *batch_mean = tensor_autorelease(tensor_new_failed_from(f));
-    if (batch_var) *batch_var = tensor_autorelease(tensor_new_failed_from(f));
-    return f;
+  kiln_dispatch_owned(KILN_OP_BATCH_NORM_TRAIN, 3, (kiln_tensor *const[]){x, gamma, beta}, a, 3, out);
+  kiln_tensor **want[3] = {NULL, batch_mean, batch_var};
+  for (int i = 1; i < 3; i++) {
+    if (want[i])
+      *want[i] = tensor_autorelease(out[i]);
+    else
+      kiln_tensor_release(out[i]);
   }
-  kiln_status st = kiln_dispatch(KILN_OP_BATCH_NORM_TRAIN, 3, (kiln_tensor *const[]){x, gamma, beta}, a, 3, out);
-  kiln_keep(out[0]);
-  if (batch_mean) *batch_mean = kiln_keep(out[1]);
-  if (batch_var) *batch_var = kiln_keep(out[2]);
-  kiln_scope_end();
-  /* The op's own message stays the thread's last error. */
-  if (st != KILN_OK) kiln_errorf(st, "%s", kiln_tensor_error(out[0]));
-  return out[0];
+  return tensor_autorelease(out[0]);
 }
 
 kiln_tensor *kiln_dropout(kiln_generator *gen, kiln_tensor *x, double p) {

@@ -245,9 +245,14 @@ kiln_status kiln_tensor_format(const kiln_tensor *t, char *buf, size_t cap, size
                  .is_float = kk_is_float(t->dtype)};
     puts_(&s, "array(");
     if (kiln_tensor_numel(t) == 0) {
-      char shape[KILN_SHAPE_STR_MAX];
-      puts_(&s, "[], shape=");
-      puts_(&s, kiln_shape_str(shape, sizeof shape, t->ndim, t->shape));
+      /* numpy writes the shape as a tuple: (0, 3) or (0,). */
+      char dim[24];
+      puts_(&s, "[], shape=(");
+      for (int i = 0; i < t->ndim; i++) {
+        snprintf(dim, sizeof dim, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+        puts_(&s, dim);
+      }
+      puts_(&s, t->ndim == 1 ? ",)" : ")");
     } else {
       print_values(&p, &s);
     }
