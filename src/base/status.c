@@ -32,7 +32,11 @@ const char *kiln_last_error(void) { return last_error; }
 void kiln_error_clear(void) { last_error[0] = '\0'; }
 
 kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap) {
-  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  /* Through a local buffer, so kiln_last_error() may be one of the
+   * arguments (as when a message is wrapped with more context). */
+  char msg[KILN_ERROR_MAX];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  memcpy(last_error, msg, sizeof msg);
   return status;
 }
 

@@ -68,8 +68,9 @@ kiln_status kiln_scope_end(void) {
 kiln_tensor *tensor_autorelease(kiln_tensor *t) {
   if (scopes.depth == 0 || t->immortal) return t;
   if (!push_entry((uintptr_t)t)) {
+    /* Nothing would release a new handle: hand out the immortal one. */
     kiln_tensor_release(t);
-    return tensor_new_failed(KILN_ERR_OUT_OF_MEMORY, "out of memory registering a tensor with its scope");
+    return tensor_out_of_memory();
   }
   return t;
 }

@@ -18,6 +18,8 @@ static kiln_tensor out_of_memory_tensor = {
     .error = (char *)"out of memory",
 };
 
+kiln_tensor *tensor_out_of_memory(void) { return &out_of_memory_tensor; }
+
 void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
   int64_t s = 1;
   for (int i = ndim - 1; i >= 0; i--) {

@@ -39,6 +39,9 @@ kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const 
 kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape);
 /* A failed tensor carrying status and message (copied). Never NULL. */
 kiln_tensor *tensor_new_failed(kiln_status status, const char *message);
+/* The preallocated, never-freed tensor that carries an out-of-memory
+ * failure when nothing else can be allocated. */
+kiln_tensor *tensor_out_of_memory(void);
 /* A failed tensor carrying the failure of src. */
 kiln_tensor *tensor_new_failed_from(const kiln_tensor *src);
 /* A view of base's storage. */
