@@ -31,6 +31,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "base/parallel.h"
 #include "kernels/nn.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -377,22 +378,76 @@ static bool cpu_has_avx2_fma(void) {
   return v == 1;
 }
 
+/* One worker's share of the batch of a direct convolution. The padded
+ * image and the tile rows are the worker's own; the packed weights and the
+ * tap offsets are shared and read-only. */
+typedef struct {
+  const float *x;
+  const kk_view *bias;
+  float *y;
+  const conv_dims *d;
+  const kk_conv2d_geom *g;
+  const direct_dims *dd;
+  const int64_t *off;
+  const float *wpack;
+  float *scratch; /* per worker: padded image [xlen], then tile rows [opad * qpad] */
+  size_t scratch_per_worker;
+} direct_job;
+
+static void conv_direct_images(void *ctx, int64_t n_begin, int64_t n_end, int worker) {
+  const direct_job *j = ctx;
+  const conv_dims *d = j->d;
+  const kk_conv2d_geom *g = j->g;
+  const direct_dims *dd = j->dd;
+  float *xpad = j->scratch + (size_t)worker * j->scratch_per_worker, *obuf = xpad + dd->xlen;
+  int64_t mr = dd->mr;
+  int64_t bstride = j->bias ? j->bias->strides[0] : 0;
+  const float *bdata = j->bias ? (const float *)j->bias->data : NULL;
+  memset(xpad, 0, (size_t)dd->xlen * sizeof(float));
+  for (int64_t n = n_begin; n < n_end; n++)
+    for (int64_t grp = 0; grp < g->groups; grp++) {
+      /* The interior of the padded image; the border and slack stay zero. */
+      const float *img = j->x + (n * d->c + grp * d->cg) * d->h * d->w;
+      for (int64_t c = 0; c < d->cg; c++)
+        for (int64_t r = 0; r < d->h; r++) {
+          float *dst = xpad + c * dd->plane + (r + g->pad[0]) * dd->wp + g->pad[1];
+          const float *src = img + (c * d->h + r) * d->w;
+          for (int64_t q = 0; q < d->w; q++) dst[q] = src[q];
+        }
+      const float *wg = j->wpack + grp * dd->opad * d->k;
+      for (int64_t rb = 0; rb < dd->opad / mr; rb++)
+        for (int64_t q0 = 0; q0 < dd->qpad; q0 += dd->nr)
+          dd->tile(xpad + q0, j->off, wg + rb * mr * d->k, d->k, obuf + rb * mr * dd->qpad + q0, dd->qpad);
+      for (int64_t oc = 0; oc < d->og; oc++) {
+        float bv = bdata ? bdata[(grp * d->og + oc) * bstride] : 0.0f;
+        float *dst = j->y + (n * d->o + grp * d->og + oc) * d->p;
+        const float *src = obuf + oc * dd->qpad;
+        for (int64_t oy = 0; oy < d->oh; oy++)
+          for (int64_t ox = 0; ox < d->ow; ox++) dst[oy * d->ow + ox] = src[oy * dd->wp + ox] + bv;
+      }
+    }
+}
+
 static kiln_status conv_direct_f32(const float *x, const float *w, const kk_view *bias, float *y, const conv_dims *d,
                                    const kk_conv2d_geom *g, const direct_dims *dd) {
-  /* Scratch: padded image [xlen], output tile rows [opad, qpad], packed
-   * weights [groups][opad / mr][k][mr], tap offsets [k]. */
-  size_t xn = (size_t)dd->xlen, on = (size_t)(dd->opad * dd->qpad), wn = (size_t)(g->groups * dd->opad * d->k);
+  /* Scratch: tap offsets [k], packed weights [groups][opad / mr][k][mr],
+   * then per worker a padded image [xlen] and output tile rows [opad, qpad]. */
+  int workers = kiln_parallel_workers();
+  size_t per_worker = (size_t)(dd->xlen + dd->opad * dd->qpad);
+  per_worker = (per_worker + 15) / 16 * 16; /* each worker's floats start 64-byte aligned */
+  size_t wn = (size_t)(g->groups * dd->opad * d->k);
+  wn = (wn + 15) / 16 * 16;
   size_t koff = (size_t)(d->k + 7) / 8 * 8; /* keeps the floats 64-byte aligned */
-  size_t bytes = (xn + on + wn) * sizeof(float) + koff * sizeof(int64_t);
+  size_t bytes = (wn + per_worker * (size_t)workers) * sizeof(float) + koff * sizeof(int64_t);
   /* The int64 offsets go first, where the allocation's alignment holds. */
   int64_t *off = kiln_alloc(bytes);
   if (!off)
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "conv2d: out of memory allocating %zu bytes of scratch", bytes);
-  float *xpad = (float *)(off + koff), *obuf = xpad + xn, *wpack = obuf + on;
+  float *wpack = (float *)(off + koff), *scratch = wpack + wn;
   for (int64_t c = 0; c < d->cg; c++)
     for (int64_t i = 0; i < d->kh; i++)
-      for (int64_t j = 0; j < d->kw; j++)
-        off[(c * d->kh + i) * d->kw + j] = c * dd->plane + i * g->dilation[0] * dd->wp + j * g->dilation[1];
+      for (int64_t jj = 0; jj < d->kw; jj++)
+        off[(c * d->kh + i) * d->kw + jj] = c * dd->plane + i * g->dilation[0] * dd->wp + jj * g->dilation[1];
   /* Weights as [block][k][mr] so a tile reads its rows' weights for one tap
    * as consecutive floats; rows past og are zero. */
   int64_t mr = dd->mr;
@@ -405,31 +460,10 @@ static kiln_status conv_direct_f32(const float *x, const float *w, const kk_view
           dst[t * mr + r] = oc < d->og ? w[(grp * d->og + oc) * d->k + t] : 0.0f;
         }
     }
-  memset(xpad, 0, xn * sizeof(float));
-  int64_t bstride = bias ? bias->strides[0] : 0;
-  const float *bdata = bias ? (const float *)bias->data : NULL;
-  for (int64_t n = 0; n < d->n; n++)
-    for (int64_t grp = 0; grp < g->groups; grp++) {
-      /* The interior of the padded image; the border and slack stay zero. */
-      const float *img = x + (n * d->c + grp * d->cg) * d->h * d->w;
-      for (int64_t c = 0; c < d->cg; c++)
-        for (int64_t r = 0; r < d->h; r++) {
-          float *dst = xpad + c * dd->plane + (r + g->pad[0]) * dd->wp + g->pad[1];
-          const float *src = img + (c * d->h + r) * d->w;
-          for (int64_t q = 0; q < d->w; q++) dst[q] = src[q];
-        }
-      const float *wg = wpack + grp * dd->opad * d->k;
-      for (int64_t rb = 0; rb < dd->opad / mr; rb++)
-        for (int64_t q0 = 0; q0 < dd->qpad; q0 += dd->nr)
-          dd->tile(xpad + q0, off, wg + rb * mr * d->k, d->k, obuf + rb * mr * dd->qpad + q0, dd->qpad);
-      for (int64_t oc = 0; oc < d->og; oc++) {
-        float bv = bdata ? bdata[(grp * d->og + oc) * bstride] : 0.0f;
-        float *dst = y + (n * d->o + grp * d->og + oc) * d->p;
-        const float *src = obuf + oc * dd->qpad;
-        for (int64_t oy = 0; oy < d->oh; oy++)
-          for (int64_t ox = 0; ox < d->ow; ox++) dst[oy * d->ow + ox] = src[oy * dd->wp + ox] + bv;
-      }
-    }
+  direct_job job = {x, bias, y, d, g, dd, off, wpack, scratch, per_worker};
+  /* Images are independent and each writes its own outputs, so the split
+   * changes no bits. A grain of a few images keeps tiny batches serial. */
+  kiln_parallel_for(d->n, 4, conv_direct_images, &job);
   kiln_free(off);
   return KILN_OK;
 }

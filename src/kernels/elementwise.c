@@ -1,8 +1,11 @@
 /* Elementwise kernels (see elementwise.h for the design). */
 #include "kernels/elementwise.h"
 
+#include <stdatomic.h>
 #include <string.h>
 #include <tgmath.h>
+
+#include "base/parallel.h"
 
 #define MAX_OPS 4
 
@@ -65,6 +68,57 @@ void kk_foreach(int nops, const kk_view *const *views, const int64_t *shape, int
   }
 }
 
+/* Elementwise work below this many elements per share stays on one
+ * thread: handing a share to another costs microseconds. */
+#define PARALLEL_MIN_ELEMS ((int64_t)1 << 16)
+
+typedef struct {
+  int nops;
+  const kk_view *const *views;
+  const int64_t *shape;
+  int ndim, split;
+  kk_inner_fn fn;
+  void *ctx;
+} foreach_job;
+
+static void foreach_part(void *ctx, int64_t begin, int64_t end, int worker) {
+  const foreach_job *j = ctx;
+  (void)worker;
+  kk_view sub[MAX_OPS];
+  const kk_view *subp[MAX_OPS];
+  int64_t shape[KILN_MAX_DIMS];
+  memcpy(shape, j->shape, sizeof(int64_t) * (size_t)j->ndim);
+  shape[j->split] = end - begin;
+  for (int k = 0; k < j->nops; k++) {
+    sub[k] = *j->views[k];
+    sub[k].data += begin * sub[k].strides[j->split] * (int64_t)kiln_dtype_size(sub[k].dtype);
+    sub[k].shape[j->split] = end - begin;
+    subp[k] = &sub[k];
+  }
+  kk_foreach(j->nops, subp, shape, j->ndim, j->fn, j->ctx);
+}
+
+/* kk_foreach split across the pool along the first dim longer than 1, for
+ * kernels whose elements are independent (each writes only its own output
+ * element), so the split changes no result. fn must tolerate running
+ * concurrently on one ctx. */
+static void foreach_parallel(int nops, const kk_view *const *views, const int64_t *shape, int ndim, kk_inner_fn fn,
+                             void *ctx) {
+  int64_t numel = 1;
+  int split = -1;
+  for (int d = 0; d < ndim; d++) {
+    numel *= shape[d];
+    if (split < 0 && shape[d] > 1) split = d;
+  }
+  if (split < 0 || numel < 2 * PARALLEL_MIN_ELEMS) {
+    kk_foreach(nops, views, shape, ndim, fn, ctx);
+    return;
+  }
+  int64_t per_index = numel / shape[split];
+  foreach_job job = {nops, views, shape, ndim, split, fn, ctx};
+  kiln_parallel_for(shape[split], (PARALLEL_MIN_ELEMS + per_index - 1) / per_index, foreach_part, &job);
+}
+
 /* ------------------------------------------------------------------ copy */
 
 static void copy_inner(int64_t n, char **p, const int64_t *s, void *ctx) {
@@ -80,7 +134,7 @@ void kk_copy(const kk_view *x, const kk_view *out) {
   kk_view xb = kk_broadcast_view(x, out);
   const kk_view *v[2] = {&xb, out};
   size_t es = kiln_dtype_size(x->dtype);
-  kk_foreach(2, v, out->shape, out->ndim, copy_inner, &es);
+  foreach_parallel(2, v, out->shape, out->ndim, copy_inner, &es);
 }
 
 void kk_copy_ref(const kk_view *x, const kk_view *out) {
@@ -209,13 +263,13 @@ kiln_status kk_unary(kk_unary_op op, const kk_view *x, const kk_view *y, double 
   const kk_view *v[2] = {x, y};
   if (op != KK_LOGICAL_NOT && x->dtype == KILN_F32) {
     unary_ctx c = {op, a, b};
-    kk_foreach(2, v, y->shape, y->ndim, unary_f32_inner, &c);
+    foreach_parallel(2, v, y->shape, y->ndim, unary_f32_inner, &c);
   } else if (op != KK_LOGICAL_NOT && x->dtype == KILN_F64) {
     unary_ctx c = {op, a, b};
-    kk_foreach(2, v, y->shape, y->ndim, unary_f64_inner, &c);
+    foreach_parallel(2, v, y->shape, y->ndim, unary_f64_inner, &c);
   } else {
     unary_int_ctx c = {op, x->dtype, y->dtype, int_param(a), int_param(b)};
-    kk_foreach(2, v, y->shape, y->ndim, unary_int_inner, &c);
+    foreach_parallel(2, v, y->shape, y->ndim, unary_int_inner, &c);
   }
   return KILN_OK;
 }
@@ -271,7 +325,7 @@ kiln_status kk_unary_ref(kk_unary_op op, const kk_view *x, const kk_view *y, dou
 typedef struct {
   kk_binary_op op;
   kiln_dtype in_t, out_t;
-  bool failed; /* integer division by zero, negative integer power */
+  atomic_bool failed; /* integer division by zero, negative integer power; set by any share */
 } binary_ctx;
 
 #define BIN_LOOP(T, OT, EXPR)                                                            \
@@ -383,7 +437,7 @@ static void binary_int_inner(int64_t n, char **p, const int64_t *s, void *ctx) {
   for (int64_t i = 0; i < n; i++) {
     int64_t r;
     if (!binary_int(c->op, kk_get_i64(c->in_t, p[0] + i * s[0]), kk_get_i64(c->in_t, p[1] + i * s[1]), &r)) {
-      c->failed = true;
+      atomic_store_explicit(&c->failed, true, memory_order_relaxed);
       r = 0;
     }
     kk_set_i64(c->out_t, p[2] + i * s[2], r);
@@ -416,17 +470,18 @@ kiln_status kk_binary(kk_binary_op op, const kk_view *a, const kk_view *b, const
   const kk_view *v[3] = {&ab, &bb, out};
   if ((op == KK_LOGICAL_AND || op == KK_LOGICAL_OR) && (a->dtype != b->dtype || !kk_is_float(a->dtype))) {
     logical_ctx c = {op, a->dtype, b->dtype};
-    kk_foreach(3, v, out->shape, out->ndim, logical_inner, &c);
+    foreach_parallel(3, v, out->shape, out->ndim, logical_inner, &c);
     return KILN_OK;
   }
-  binary_ctx c = {op, a->dtype, out->dtype, false};
+  binary_ctx c = {.op = op, .in_t = a->dtype, .out_t = out->dtype};
+  atomic_init(&c.failed, false);
   if (a->dtype == KILN_F32)
-    kk_foreach(3, v, out->shape, out->ndim, binary_f32_inner, &c);
+    foreach_parallel(3, v, out->shape, out->ndim, binary_f32_inner, &c);
   else if (a->dtype == KILN_F64)
-    kk_foreach(3, v, out->shape, out->ndim, binary_f64_inner, &c);
+    foreach_parallel(3, v, out->shape, out->ndim, binary_f64_inner, &c);
   else
-    kk_foreach(3, v, out->shape, out->ndim, binary_int_inner, &c);
-  return c.failed ? int_failure(op) : KILN_OK;
+    foreach_parallel(3, v, out->shape, out->ndim, binary_int_inner, &c);
+  return atomic_load(&c.failed) ? int_failure(op) : KILN_OK;
 }
 
 static double binary_ref_f64(kk_binary_op op, double x, double y) {
@@ -496,10 +551,10 @@ kiln_status kk_where(const kk_view *cond, const kk_view *a, const kk_view *b, co
   kk_view cb = kk_broadcast_view(cond, out), ab = kk_broadcast_view(a, out), bb = kk_broadcast_view(b, out);
   const kk_view *v[4] = {&cb, &ab, &bb, out};
   if (cond->dtype == KILN_BOOL && out->dtype == KILN_F32) {
-    kk_foreach(4, v, out->shape, out->ndim, where_f32_inner, NULL);
+    foreach_parallel(4, v, out->shape, out->ndim, where_f32_inner, NULL);
   } else {
     where_ctx w = {cond->dtype, kiln_dtype_size(out->dtype)};
-    kk_foreach(4, v, out->shape, out->ndim, where_inner, &w);
+    foreach_parallel(4, v, out->shape, out->ndim, where_inner, &w);
   }
   return KILN_OK;
 }

@@ -3,7 +3,17 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "base/parallel.h"
 #include "kernels/elementwise.h"
+
+/* One budget of threads: kiln's pool (base/parallel.c) runs every parallel
+ * loop, GEMM included, and OpenBLAS runs single-threaded inside it. Two
+ * pools on two cores fight: OpenBLAS's threads spin after each call, and a
+ * LeNet convolution on kiln's pool ran 1.85 ms beside them against 1.05 ms
+ * without (bench_conv). Set at load time, before any BLAS call, so the
+ * threads OpenBLAS starts go to sleep after their start-up spin and stay
+ * asleep. A program that calls OpenBLAS itself may raise the count again. */
+__attribute__((constructor)) static void blas_single_threaded(void) { openblas_set_num_threads(1); }
 
 /* Skinny products in plain loops. Measured on this machine (bench_gemm):
  * OpenBLAS's threaded sgemm takes ~120 us for (1x512).(512x256) and its
@@ -45,28 +55,99 @@
 SKINNY_KERNELS(float, f32)
 SKINNY_KERNELS(double, f64)
 
+/* A skinny product as y[n] = x[k] . B, B's rows (dot) or columns (axpy) of
+ * length k, split over the n outputs across the pool: the work is one pass
+ * over B, so each worker streams its own share of it. */
+typedef struct {
+  kiln_dtype dt;
+  bool dot;
+  int64_t k;
+  const char *x;
+  int64_t incx;
+  const char *b;
+  int64_t ld;
+  char *y;
+  int64_t incy;
+  double beta;
+} skinny_job;
+
+static void skinny_part(void *ctx, int64_t begin, int64_t end, int worker) {
+  const skinny_job *j = ctx;
+  (void)worker;
+  int64_t es = (int64_t)kiln_dtype_size(j->dt), n = end - begin;
+  /* Outputs begin.. read B's rows from `begin` (dot) or columns (axpy). */
+  const char *b = j->b + (j->dot ? begin * j->ld : begin) * es;
+  char *y = j->y + begin * j->incy * es;
+  if (j->dt == KILN_F32)
+    (j->dot ? dot_rows_f32 : axpy_rows_f32)(n, j->k, (const float *)j->x, j->incx, (const float *)b, j->ld,
+                                            (float *)y, j->incy, j->beta);
+  else
+    (j->dot ? dot_rows_f64 : axpy_rows_f64)(n, j->k, (const double *)j->x, j->incx, (const double *)b, j->ld,
+                                            (double *)y, j->incy, j->beta);
+}
+
 /* The skinny routes: a row vector times a matrix, or a matrix times a column. */
 static bool gemm_skinny(kiln_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void *a,
                         int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc) {
+  skinny_job j;
   if (m == 1) {
     /* c[1,N] = a[1,K] . op(B); a's elements are lda apart when transposed. */
-    int64_t incx = trans_a ? lda : 1;
-    if (dt == KILN_F32)
-      (trans_b ? dot_rows_f32 : axpy_rows_f32)(n, k, a, incx, b, ldb, c, 1, beta);
-    else
-      (trans_b ? dot_rows_f64 : axpy_rows_f64)(n, k, a, incx, b, ldb, c, 1, beta);
-    return true;
-  }
-  if (n == 1) {
+    j = (skinny_job){dt, trans_b, k, a, trans_a ? lda : 1, b, ldb, c, 1, beta};
+  } else if (n == 1) {
     /* c[M,1] = op(A) . b[K,1]: the same with A in B's place. */
-    int64_t incx = trans_b ? 1 : ldb;
-    if (dt == KILN_F32)
-      (trans_a ? axpy_rows_f32 : dot_rows_f32)(m, k, b, incx, a, lda, c, ldc, beta);
-    else
-      (trans_a ? axpy_rows_f64 : dot_rows_f64)(m, k, b, incx, a, lda, c, ldc, beta);
-    return true;
+    j = (skinny_job){dt, !trans_a, k, b, trans_b ? 1 : ldb, a, lda, c, ldc, beta};
+    n = m;
+  } else {
+    return false;
   }
-  return false;
+  /* Chunks of at least 32 K multiply-adds; fewer are not worth a thread. */
+  int64_t grain = k > 0 ? (32768 + k - 1) / k : n;
+  kiln_parallel_for(n, grain, skinny_part, &j);
+  return true;
+}
+
+/* A share of a GEMM: rows [r0, r1) of C (split_rows) or columns. */
+typedef struct {
+  kiln_dtype dt;
+  bool trans_a, trans_b;
+  int64_t m, n, k;
+  const void *a;
+  int64_t lda;
+  const void *b;
+  int64_t ldb;
+  double beta;
+  void *c;
+  int64_t ldc;
+  bool split_rows;
+  int64_t block; /* rows or columns per share */
+} gemm_job;
+
+static void gemm_blocks(void *ctx, int64_t begin, int64_t end, int worker) {
+  const gemm_job *j = ctx;
+  (void)worker;
+  int64_t es = (int64_t)kiln_dtype_size(j->dt);
+  int64_t lo = begin * j->block, hi = end * j->block;
+  const char *a = j->a, *b = j->b;
+  char *c = j->c;
+  int64_t m = j->m, n = j->n;
+  if (j->split_rows) {
+    hi = hi < m ? hi : m;
+    m = hi - lo;
+    a += (j->trans_a ? lo : lo * j->lda) * es; /* row lo of op(A) */
+    c += lo * j->ldc * es;
+  } else {
+    hi = hi < n ? hi : n;
+    n = hi - lo;
+    b += (j->trans_b ? lo * j->ldb : lo) * es; /* column lo of op(B) */
+    c += lo * es;
+  }
+  CBLAS_TRANSPOSE ta = j->trans_a ? CblasTrans : CblasNoTrans, tb = j->trans_b ? CblasTrans : CblasNoTrans;
+  if (j->dt == KILN_F32)
+    cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)j->k, 1.0f, (const float *)a, (int)j->lda,
+                (const float *)b, (int)j->ldb, (float)j->beta, (float *)c, (int)j->ldc);
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)j->k, 1.0, (const double *)a, (int)j->lda,
+                (const double *)b, (int)j->ldb, j->beta, (double *)c, (int)j->ldc);
 }
 
 void kk_gemm(kiln_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
@@ -83,12 +164,15 @@ void kk_gemm(kiln_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, in
       }
     return;
   }
-  CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
-  if (dt == KILN_F32)
-    cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, (float)beta, c,
-                (int)ldc);
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+  /* Split the longer of M and N across the pool in whole multiples of 16
+   * (the register tiles of OpenBLAS's kernels); below ~100 K multiply-adds
+   * the hand-off costs more than it saves. */
+  int64_t split = m >= n ? m : n, workers = kiln_parallel_workers();
+  int64_t block = (split + workers - 1) / workers;
+  block = block < 16 ? 16 : (block + 15) / 16 * 16;
+  if ((double)m * (double)n * (double)k < 1e5) block = split;
+  gemm_job job = {dt, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, m >= n, block};
+  kiln_parallel_for((split + block - 1) / block, 1, gemm_blocks, &job);
 }
 
 /* A matrix operand: the last two dims of a view as BLAS sees them. A layout

@@ -1,0 +1,25 @@
+/* Intra-op parallelism: a loop split across a small pool of threads, the
+ * caller working too. 2/8 puts this pool under the engine's thread budget;
+ * until then it is the one place kiln starts threads of its own. */
+#ifndef KILN_PARALLEL_H
+#define KILN_PARALLEL_H
+
+#include <stdint.h>
+
+/* fn runs on [begin, end) as participant `worker` (0 <= worker <
+ * kiln_parallel_workers()), so per-worker scratch can be indexed by it. */
+typedef void (*kiln_parallel_fn)(void *ctx, int64_t begin, int64_t end, int worker);
+
+/* Participants a parallel loop uses: KILN_NUM_THREADS if set (>= 1), else
+ * the number of online CPUs. */
+int kiln_parallel_workers(void);
+
+/* Runs fn over [0, n) in contiguous chunks, one per participant, when n is
+ * at least 2 * grain; otherwise, or while another parallel loop is running
+ * (from another thread, or nested inside one), runs fn(ctx, 0, n, 0) in the
+ * caller. Chunk boundaries depend only on n and the worker count, so a
+ * kernel that writes disjoint outputs per index gives the same bits however
+ * it is scheduled. Returns when every chunk is done. */
+void kiln_parallel_for(int64_t n, int64_t grain, kiln_parallel_fn fn, void *ctx);
+
+#endif
