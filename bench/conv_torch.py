@@ -1,4 +1,4 @@
-"""PyTorch peer for bench_conv: median seconds per forward conv2d on LeNet's
+"""PyTorch peer for bench_conv: median seconds per forward conv2d (samples of back-to-back calls) on LeNet's
 shapes at batch 256, at the thread count given. Prints `name seconds`."""
 import statistics
 import sys
@@ -6,7 +6,7 @@ import time
 
 import torch
 
-threads, reps = int(sys.argv[1]), int(sys.argv[2])
+threads, reps, calls = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 cases = {
@@ -18,8 +18,9 @@ with torch.no_grad():
         for _ in range(3):
             torch.nn.functional.conv2d(x, w, b, padding=pad)
         times = []
-        for _ in range(reps):
+        for _ in range(reps):  # samples of `calls` back-to-back calls, as bench_conv
             t0 = time.perf_counter()
-            torch.nn.functional.conv2d(x, w, b, padding=pad)
-            times.append(time.perf_counter() - t0)
+            for _ in range(calls):
+                torch.nn.functional.conv2d(x, w, b, padding=pad)
+            times.append((time.perf_counter() - t0) / calls)
         print(name, statistics.median(times))
