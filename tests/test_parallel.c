@@ -113,12 +113,38 @@ static void parallel_kernels_match_reference(void **state) {
   kiln_scope_end();
 }
 
+/* Convolutions with groups of 16 output channels take the channel-lane
+ * tiles of the direct path (src/kernels/conv.c), including a last tile of
+ * fewer than 6 pixels and grouped weights; compared with the reference. */
+static void conv_channel_lane_tiles(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_tensor *x1 = tu_random(KILN_F32, 4, (int64_t[]){32, 6, 14, 14}, 11, -1, 1);
+  kiln_tensor *w1 = tu_random(KILN_F32, 4, (int64_t[]){16, 6, 5, 5}, 12, -1, 1);
+  kiln_tensor *b1 = tu_random(KILN_F32, 1, (int64_t[]){16}, 13, -1, 1);
+  kiln_tensor *x2 = tu_random(KILN_F32, 4, (int64_t[]){8, 4, 9, 9}, 14, -1, 1);
+  kiln_tensor *w2 = tu_random(KILN_F32, 4, (int64_t[]){32, 2, 3, 3}, 15, -1, 1);
+  kiln_tensor *b2 = tu_random(KILN_F32, 1, (int64_t[]){32}, 16, -1, 1);
+  kiln_conv2d_params grouped = kiln_conv2d_params_default();
+  grouped.groups = 2;
+  grouped.padding[0] = grouped.padding[1] = 1;
+  kiln_tensor *got1 = kiln_conv2d(x1, w1, b1, NULL), *got2 = kiln_conv2d(x2, w2, b2, &grouped);
+  bool old = kiln_use_reference_kernels(true);
+  kiln_tensor *want1 = kiln_conv2d(x1, w1, b1, NULL), *want2 = kiln_conv2d(x2, w2, b2, &grouped);
+  kiln_use_reference_kernels(old);
+  /* float32 sums of 150 and 18 products against double. */
+  TU_CLOSE(got1, want1, 1e-4, 1e-4);
+  TU_CLOSE(got2, want2, 1e-4, 1e-4);
+  kiln_scope_end();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_index_once),
       cmocka_unit_test(nested_loops_run_serially),
       cmocka_unit_test(concurrent_callers),
       cmocka_unit_test(parallel_kernels_match_reference),
+      cmocka_unit_test(conv_channel_lane_tiles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
