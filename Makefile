@@ -3,7 +3,9 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all build demo test bench asan tsan clean
+.PHONY: all build demo test bench asan tsan fuzz clean
+
+FUZZ_SECONDS ?= 30
 
 all: build
 
@@ -37,5 +39,18 @@ tsan:
 	@cmake --build build-tsan -j$(JOBS) >/dev/null
 	@ctest --test-dir build-tsan --output-on-failure -j$(JOBS)
 
+# Each fuzz target for FUZZ_SECONDS from the committed seeds; new inputs go
+# to a scratch corpus, so the tree stays clean.
+fuzz:
+	@scripts/bootstrap.sh --ci
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DKILN_FUZZ=ON -DKILN_BUILD_TESTS=OFF \
+		-DKILN_BUILD_BENCH=OFF -DKILN_BUILD_EXAMPLES=OFF >/dev/null
+	@cmake --build build-fuzz -j$(JOBS) >/dev/null
+	@mkdir -p build-fuzz/corpus-npy
+	@build-fuzz/tests/fuzz/fuzz_npy -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-npy tests/fixtures tests/fixtures/bad_npy >build-fuzz/fuzz_npy.log 2>&1 \
+		|| { tail -40 build-fuzz/fuzz_npy.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_npy.log
+
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-clang
+	rm -rf $(BUILD) build-asan build-tsan build-clang build-fuzz

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/npy.h"
 #include "tensor/tensor.h"
 
 static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
@@ -190,15 +191,26 @@ static uint32_t le32(const unsigned char *b) {
   return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 }
 
-static kiln_status load(FILE *f, const char *path, kiln_tensor **out) {
-  struct stat sb;
-  if (fstat(fileno(f), &sb) != 0)
-    return kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: cannot stat: %s", path, strerror(errno));
-  if (!S_ISREG(sb.st_mode)) return kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: not a regular file", path);
-  uint64_t size = (uint64_t)sb.st_size;
+/* Where the bytes come from: a file (kiln_load_npy) or memory (the fuzzer,
+ * through npy_load_memory). The parser sees only the size and reads. */
+typedef struct {
+  FILE *f;
+  const unsigned char *mem;
+  uint64_t size, pos;
+} npy_source;
 
+static bool src_read(npy_source *src, void *buf, size_t n) {
+  if (src->f) return fread(buf, 1, n, src->f) == n;
+  if (n > src->size - src->pos) return false;
+  if (n) memcpy(buf, src->mem + src->pos, n);
+  src->pos += n;
+  return true;
+}
+
+static kiln_status load(npy_source *src, const char *path, kiln_tensor **out) {
+  uint64_t size = src->size;
   unsigned char pre[12];
-  if (size < 10 || fread(pre, 1, 10, f) != 10)
+  if (size < 10 || !src_read(src, pre, 10))
     return kiln_errorf(KILN_ERR_CORRUPT, "kiln_load_npy: %s: file of %llu bytes is too short for a .npy header", path,
                        (unsigned long long)size);
   if (memcmp(pre, npy_magic, sizeof npy_magic) != 0)
@@ -212,7 +224,7 @@ static kiln_status load(FILE *f, const char *path, kiln_tensor **out) {
     prefix = 10;
     hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
   } else {
-    if (size < 12 || fread(pre + 10, 1, 2, f) != 2)
+    if (size < 12 || !src_read(src, pre + 10, 2))
       return kiln_errorf(KILN_ERR_CORRUPT, "kiln_load_npy: %s: file of %llu bytes is too short for a .npy header",
                          path, (unsigned long long)size);
     prefix = 12;
@@ -225,7 +237,7 @@ static kiln_status load(FILE *f, const char *path, kiln_tensor **out) {
   if (!text)
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_load_npy: %s: out of memory for a %llu-byte header", path,
                        (unsigned long long)hlen);
-  if (fread(text, 1, (size_t)hlen, f) != hlen) {
+  if (!src_read(src, text, (size_t)hlen)) {
     kiln_free(text);
     return kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: read error in the header", path);
   }
@@ -265,7 +277,7 @@ static kiln_status load(FILE *f, const char *path, kiln_tensor **out) {
     kiln_tensor_release(t);
     return st;
   }
-  if (nbytes > 0 && fread(tensor_data(t), 1, (size_t)nbytes, f) != (size_t)nbytes) {
+  if (nbytes > 0 && !src_read(src, tensor_data(t), (size_t)nbytes)) {
     kiln_tensor_release(t);
     return kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: read error in the data", path);
   }
@@ -291,15 +303,27 @@ kiln_tensor *kiln_load_npy(const char *path) {
     st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_load_npy: path is NULL");
   } else {
     FILE *f = fopen(path, "rb");
+    struct stat sb;
     if (!f) {
       st = kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: cannot open: %s", path, strerror(errno));
+    } else if (fstat(fileno(f), &sb) != 0) {
+      st = kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: cannot stat: %s", path, strerror(errno));
+    } else if (!S_ISREG(sb.st_mode)) {
+      st = kiln_errorf(KILN_ERR_IO, "kiln_load_npy: %s: not a regular file", path);
     } else {
-      st = load(f, path, &t);
-      fclose(f);
+      npy_source src = {.f = f, .size = (uint64_t)sb.st_size};
+      st = load(&src, path, &t);
     }
+    if (f) fclose(f);
   }
   if (st != KILN_OK) return tensor_autorelease(tensor_new_failed(st, kiln_last_error()));
   return tensor_autorelease(t);
+}
+
+kiln_status npy_load_memory(const void *data, size_t size, const char *name, kiln_tensor **out) {
+  npy_source src = {.mem = data, .size = size};
+  *out = NULL;
+  return load(&src, name, out);
 }
 
 /* ------------------------------------------------------------ save */
