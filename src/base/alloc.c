@@ -66,7 +66,7 @@ char *kiln_strdup(const char *s) {
  * every call; reusing a freed block of the same size removes that cost. The
  * cache is small and bounded: a few blocks, a byte cap, exact-ish sizes. */
 enum { CACHE_SLOTS = 16 };
-#define CACHE_MIN_BYTES ((size_t)256 << 10)
+#define CACHE_MIN_BYTES KILN_BLOCK_CACHE_MIN
 #define CACHE_MAX_TOTAL ((size_t)512 << 20)
 
 static struct {

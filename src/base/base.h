@@ -31,6 +31,7 @@ char *kiln_strdup(const char *s);
 /* For tensor storage: large blocks are reused from a small bounded cache
  * (see alloc.c for why). *actual receives the size to pass to
  * kiln_free_block. */
+#define KILN_BLOCK_CACHE_MIN ((size_t)256 << 10)
 void *kiln_alloc_block(size_t size, size_t *actual);
 void kiln_free_block(void *ptr, size_t size);
 

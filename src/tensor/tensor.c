@@ -51,6 +51,10 @@ kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const 
   return KILN_OK;
 }
 
+/* The storage header padded to the allocation's alignment, so inline data
+ * keeps KILN_ALIGN. */
+#define STORAGE_HEADER ((sizeof(kiln_storage) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN)
+
 static kiln_tensor *tensor_alloc_header(void) {
   kiln_tensor *t = kiln_calloc(1, sizeof *t);
   if (t) atomic_init(&t->refs, 1);
@@ -76,14 +80,17 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   kiln_status st = tensor_checked_numel("tensor", dt, ndim, shape, &numel);
   if (st != KILN_OK) return tensor_new_failed(st, kiln_last_error());
   kiln_tensor *t = tensor_alloc_header();
-  kiln_storage *s = kiln_calloc(1, sizeof *s);
   size_t nbytes = (size_t)numel * dtype_sizes[dt];
+  /* Small storage lives in one allocation with its header (one malloc fewer
+   * per eager op); large storage goes through the block cache. */
+  bool inline_data = nbytes < KILN_BLOCK_CACHE_MIN;
   size_t block_bytes = 0;
-  void *data = s ? kiln_alloc_block(nbytes, &block_bytes) : NULL;
+  kiln_storage *s = kiln_alloc(inline_data ? STORAGE_HEADER + nbytes : sizeof *s);
+  void *data = !s ? NULL : inline_data ? (char *)s + STORAGE_HEADER : kiln_alloc_block(nbytes, &block_bytes);
   if (!t || !s || !data) {
     kiln_free(t);
+    if (s && !inline_data) kiln_free_block(data, block_bytes);
     kiln_free(s);
-    kiln_free_block(data, block_bytes);
     char buf[KILN_SHAPE_STR_MAX];
     kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s", nbytes,
                 dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
@@ -92,6 +99,7 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   atomic_init(&s->refs, 1);
   s->data = data;
   s->nbytes = block_bytes;
+  s->inline_data = inline_data;
   t->storage = s;
   t->dtype = dt;
   t->ndim = ndim;
@@ -123,7 +131,7 @@ kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
 
 static void storage_release(kiln_storage *s) {
   if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
-    kiln_free_block(s->data, s->nbytes);
+    if (!s->inline_data) kiln_free_block(s->data, s->nbytes);
     kiln_free(s);
   }
 }

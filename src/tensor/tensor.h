@@ -15,7 +15,8 @@
 typedef struct kiln_storage {
   atomic_long refs;
   void *data;
-  size_t nbytes;
+  size_t nbytes;    /* of the cached block; 0 when the data is inline */
+  bool inline_data; /* data follows the header in the same allocation */
 } kiln_storage;
 
 struct kiln_tensor {
