@@ -13,20 +13,6 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static uint64_t rng_next(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
-
-static int64_t numel_of(int nd, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < nd; i++) n *= shape[i];
-  return n;
-}
-
 /* Stores v (row-major) in dtype dt; rounds v in place to what the dtype holds. */
 static void *pack(kiln_dtype dt, double *v, int64_t n) {
   size_t es = kiln_dtype_size(dt);
@@ -46,7 +32,7 @@ static void *pack(kiln_dtype dt, double *v, int64_t n) {
 }
 
 static kiln_tensor *make(kiln_dtype dt, int nd, const int64_t *shape, double *v) {
-  void *buf = pack(dt, v, numel_of(nd, shape));
+  void *buf = pack(dt, v, tu_numel(nd, shape));
   kiln_tensor *t = kiln_from_data(dt, nd, shape, buf);
   free(buf);
   return t;
@@ -65,7 +51,7 @@ static kiln_tensor *make_layout(kiln_dtype dt, int nd, const int64_t *shape, dou
     return r;
   }
   kiln_tensor_release(c);
-  int64_t n = numel_of(nd, shape);
+  int64_t n = tu_numel(nd, shape);
   int64_t inner = n && shape[0] ? n / shape[0] : 0;
   if (layout == 2) {
     double *rv = malloc((size_t)(n ? n : 1) * sizeof *rv);
@@ -242,12 +228,12 @@ static void domain(unary_id op, double *lo, double *hi) {
 }
 
 static void run_unary_case(unary_id op, kiln_dtype dt, int nd, const int64_t *shape, int layout, uint64_t seed) {
-  int64_t n = numel_of(nd, shape);
+  int64_t n = tu_numel(nd, shape);
   double *v = malloc((size_t)(n ? n : 1) * sizeof *v), *want = malloc((size_t)(n ? n : 1) * sizeof *want);
   double lo, hi;
   domain(op, &lo, &hi);
   for (int64_t i = 0; i < n; i++) {
-    double u = rng_unit(&seed);
+    double u = tu_rng_unit(&seed);
     /* Quarter steps for the rounding family and the sign-like ops, so ties,
      * zeros and exact integers occur. */
     bool quarter = op == U_FLOOR || op == U_CEIL || op == U_ROUND || op == U_SIGN || op == U_RELU || op == U_NOT ||
@@ -597,7 +583,7 @@ static void value_range(binary_id op, kiln_dtype dt, bool second, double *lo, do
 static void run_binary_case(binary_id op, kiln_dtype dt, const shape_pair *sp, int la, int lb, uint64_t seed) {
   int64_t oshape[4];
   int ond = broadcast_shape(sp->na, sp->a, sp->nb, sp->b, oshape);
-  int64_t na = numel_of(sp->na, sp->a), nb = numel_of(sp->nb, sp->b), no = numel_of(ond, oshape);
+  int64_t na = tu_numel(sp->na, sp->a), nb = tu_numel(sp->nb, sp->b), no = tu_numel(ond, oshape);
   double *av = malloc((size_t)(na + 1) * 8), *bv = malloc((size_t)(nb + 1) * 8);
   bool isf = dt == KILN_F32 || dt == KILN_F64;
   double lo, hi;
@@ -605,12 +591,12 @@ static void run_binary_case(binary_id op, kiln_dtype dt, const shape_pair *sp, i
   /* Integers (also for floats of the comparison and min/max ops, so ties occur). */
   bool whole = !isf || is_compare(op) || op == B_MAX || op == B_MIN;
   for (int64_t i = 0; i < na; i++) {
-    double u = lo + (hi - lo) * rng_unit(&seed);
+    double u = lo + (hi - lo) * tu_rng_unit(&seed);
     av[i] = whole ? floor(u) : u;
   }
   value_range(op, dt, true, &lo, &hi);
   for (int64_t i = 0; i < nb; i++) {
-    double u = lo + (hi - lo) * rng_unit(&seed);
+    double u = lo + (hi - lo) * tu_rng_unit(&seed);
     bv[i] = whole ? floor(u) : u;
     if (op == B_DIV && bv[i] == 0) bv[i] = dt == KILN_U8 ? 3 : -3;
     if (op == B_POW && !isf && bv[i] > 5) bv[i] = 5;
@@ -793,7 +779,7 @@ static void binary_scalar_forms(void **state) {
         double v[24], want[24];
         int64_t iwant[24];
         for (int i = 0; i < 24; i++) {
-          double u = rng_unit(&seed);
+          double u = tu_rng_unit(&seed);
           v[i] = ids[f] == B_POW ? (isf ? 0.1 + 3 * u : floor(-4 + 9 * u)) : (isf ? -5 + 10 * u : floor(-50 + 100 * u));
         }
         for (int layout = 0; layout < N_LAYOUTS; layout++) {

@@ -140,7 +140,6 @@ static kiln_tensor *lit(kiln_dtype dt, int nd, const int64_t *shape, const doubl
   return own(kiln_from_data(dt, nd, shape, buf));
 }
 
-#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 #define VALS(...) ((const double[]){__VA_ARGS__})
 #define NVALS(...) ((int64_t)(sizeof((const double[]){__VA_ARGS__}) / sizeof(double)))
 #define CHECK_VALUES(t, ...) assert_true(tu_close_values(#t, (t), VALS(__VA_ARGS__), NVALS(__VA_ARGS__), 0, 0))
@@ -150,7 +149,7 @@ static void check_shape(const kiln_tensor *t, int nd, const int64_t *shape) {
   assert_int_equal(kiln_tensor_ndim(t), nd);
   for (int i = 0; i < nd; i++) assert_int_equal(kiln_tensor_dim(t, i), shape[i]);
 }
-#define CHECK_SHAPE(t, nd, ...) check_shape((t), (nd), SHAPE(__VA_ARGS__))
+#define CHECK_SHAPE(t, nd, ...) check_shape((t), (nd), TU_SHAPE(__VA_ARGS__))
 
 /* True when both succeeded with the same dtype, shape and bytes; on a
  * mismatch prints the first differing element of each. */
@@ -234,9 +233,9 @@ static void check_part(kiln_tensor *x, int axis, int64_t start, int64_t len, kil
 
 static void concat_literal(void **state) {
   (void)state;
-  kiln_tensor *a = lit(KILN_F32, 2, SHAPE(2, 2), VALS(1, 2, 3, 4));
-  kiln_tensor *b = lit(KILN_F32, 2, SHAPE(1, 2), VALS(5, 6));
-  kiln_tensor *c = lit(KILN_F32, 2, SHAPE(2, 1), VALS(7, 8));
+  kiln_tensor *a = lit(KILN_F32, 2, TU_SHAPE(2, 2), VALS(1, 2, 3, 4));
+  kiln_tensor *b = lit(KILN_F32, 2, TU_SHAPE(1, 2), VALS(5, 6));
+  kiln_tensor *c = lit(KILN_F32, 2, TU_SHAPE(2, 1), VALS(7, 8));
   kiln_tensor *r0 = own(kiln_concat(2, (kiln_tensor *const[]){a, b}, 0));
   CHECK_SHAPE(r0, 2, 3, 2);
   CHECK_VALUES(r0, 1, 2, 3, 4, 5, 6);
@@ -249,13 +248,13 @@ static void concat_literal(void **state) {
   CHECK_SHAPE(r2, 2, 2, 4);
   CHECK_VALUES(r2, 7, 1, 3, 7, 8, 2, 4, 8);
   /* One input, and an empty one, change nothing. */
-  kiln_tensor *e = own(kiln_zeros(KILN_F32, 2, SHAPE(0, 2)));
+  kiln_tensor *e = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(0, 2)));
   kiln_tensor *r3 = own(kiln_concat(3, (kiln_tensor *const[]){e, a, e}, 0));
   CHECK_SHAPE(r3, 2, 2, 2);
   CHECK_VALUES(r3, 1, 2, 3, 4);
   /* int64 values beyond 2^53 survive (compared bit for bit). */
   int64_t big[2] = {INT64_MAX, INT64_MIN + 1};
-  kiln_tensor *bi = own(kiln_from_data(KILN_I64, 1, SHAPE(2), big));
+  kiln_tensor *bi = own(kiln_from_data(KILN_I64, 1, TU_SHAPE(2), big));
   kiln_tensor *r4 = own(kiln_concat(2, (kiln_tensor *const[]){bi, bi}, 0));
   int64_t got[4];
   assert_int_equal(kiln_tensor_copy_to(r4, got, sizeof got), KILN_OK);
@@ -292,10 +291,10 @@ static void concat_random(void **state) {
 
 static void concat_errors(void **state) {
   (void)state;
-  kiln_tensor *a = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 3)));
-  kiln_tensor *b = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 4)));
-  kiln_tensor *i = own(kiln_zeros(KILN_I32, 2, SHAPE(2, 3)));
-  kiln_tensor *v = own(kiln_zeros(KILN_F32, 1, SHAPE(6)));
+  kiln_tensor *a = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3)));
+  kiln_tensor *b = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 4)));
+  kiln_tensor *i = own(kiln_zeros(KILN_I32, 2, TU_SHAPE(2, 3)));
+  kiln_tensor *v = own(kiln_zeros(KILN_F32, 1, TU_SHAPE(6)));
   kiln_tensor *s = own(kiln_zeros(KILN_F32, 0, NULL));
   kiln_tensor *t = own(kiln_concat(3, (kiln_tensor *const[]){a, a, b}, 0));
   TU_FAILS(t, KILN_ERR_SHAPE, "concat: input 2 has shape [2, 4] but input 0 has [2, 3]");
@@ -318,8 +317,8 @@ static void concat_errors(void **state) {
 
 static void stack_literal(void **state) {
   (void)state;
-  kiln_tensor *a = lit(KILN_I32, 1, SHAPE(3), VALS(1, 2, 3));
-  kiln_tensor *b = lit(KILN_I32, 1, SHAPE(3), VALS(4, 5, 6));
+  kiln_tensor *a = lit(KILN_I32, 1, TU_SHAPE(3), VALS(1, 2, 3));
+  kiln_tensor *b = lit(KILN_I32, 1, TU_SHAPE(3), VALS(4, 5, 6));
   kiln_tensor *r0 = own(kiln_stack(2, (kiln_tensor *const[]){a, b}, 0));
   CHECK_SHAPE(r0, 2, 2, 3);
   CHECK_VALUES(r0, 1, 2, 3, 4, 5, 6);
@@ -358,9 +357,9 @@ static void stack_random(void **state) {
 
 static void stack_errors(void **state) {
   (void)state;
-  kiln_tensor *a = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 3)));
-  kiln_tensor *b = own(kiln_zeros(KILN_F32, 2, SHAPE(3, 2)));
-  kiln_tensor *i = own(kiln_zeros(KILN_I64, 2, SHAPE(2, 3)));
+  kiln_tensor *a = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3)));
+  kiln_tensor *b = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(3, 2)));
+  kiln_tensor *i = own(kiln_zeros(KILN_I64, 2, TU_SHAPE(2, 3)));
   TU_FAILS(own(kiln_stack(2, (kiln_tensor *const[]){a, b}, 0)), KILN_ERR_SHAPE,
            "stack: input 1 has shape [3, 2] but input 0 has [2, 3]");
   TU_FAILS(own(kiln_stack(2, (kiln_tensor *const[]){a, i}, 0)), KILN_ERR_DTYPE, "input 1 has dtype int64");
@@ -368,7 +367,7 @@ static void stack_errors(void **state) {
   TU_FAILS(own(kiln_stack(2, (kiln_tensor *const[]){a, a}, -4)), KILN_ERR_OUT_OF_RANGE, "axis -4");
   TU_FAILS(own(kiln_stack(0, (kiln_tensor *const[]){a}, 0)), KILN_ERR_INVALID_ARGUMENT, "stack: needs at least 1");
   TU_FAILS(own(kiln_stack(1, NULL, 0)), KILN_ERR_INVALID_ARGUMENT, "stack: xs is NULL");
-  kiln_tensor *big = own(kiln_zeros(KILN_F32, 8, SHAPE(1, 1, 1, 1, 1, 1, 1, 1)));
+  kiln_tensor *big = own(kiln_zeros(KILN_F32, 8, TU_SHAPE(1, 1, 1, 1, 1, 1, 1, 1)));
   TU_FAILS(own(kiln_stack(2, (kiln_tensor *const[]){big, big}, 0)), KILN_ERR_SHAPE, "9 dims (at most 8)");
 }
 
@@ -384,15 +383,15 @@ static void split_literal(void **state) {
   (void)state;
   kiln_tensor *x = own(kiln_arange(0, 10, 1, KILN_I64));
   kiln_tensor *p[3];
-  assert_int_equal(split_owned(x, 0, 3, SHAPE(3, 0, 7), p), KILN_OK);
+  assert_int_equal(split_owned(x, 0, 3, TU_SHAPE(3, 0, 7), p), KILN_OK);
   CHECK_SHAPE(p[0], 1, 3);
   CHECK_VALUES(p[0], 0, 1, 2);
   CHECK_SHAPE(p[1], 1, 0);
   CHECK_SHAPE(p[2], 1, 7);
   CHECK_VALUES(p[2], 3, 4, 5, 6, 7, 8, 9);
-  kiln_tensor *m = lit(KILN_F32, 2, SHAPE(2, 3), VALS(0, 1, 2, 3, 4, 5));
+  kiln_tensor *m = lit(KILN_F32, 2, TU_SHAPE(2, 3), VALS(0, 1, 2, 3, 4, 5));
   kiln_tensor *q[2];
-  assert_int_equal(split_owned(m, -1, 2, SHAPE(1, 2), q), KILN_OK);
+  assert_int_equal(split_owned(m, -1, 2, TU_SHAPE(1, 2), q), KILN_OK);
   CHECK_SHAPE(q[0], 2, 2, 1);
   CHECK_VALUES(q[0], 0, 3);
   CHECK_SHAPE(q[1], 2, 2, 2);
@@ -434,14 +433,14 @@ static void split_random(void **state) {
 
 static void split_errors(void **state) {
   (void)state;
-  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, SHAPE(5, 2)));
+  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(5, 2)));
   kiln_tensor *p[KILN_MAX_ATTR_INTS + 1];
-  assert_int_equal(split_owned(x, 0, 2, SHAPE(2, 2), p), KILN_ERR_SHAPE);
+  assert_int_equal(split_owned(x, 0, 2, TU_SHAPE(2, 2), p), KILN_ERR_SHAPE);
   TU_FAILS(p[0], KILN_ERR_SHAPE, "split: sizes [2, 2] sum to 4 but axis 0 of shape [5, 2] has length 5");
   TU_FAILS(p[1], KILN_ERR_SHAPE, "sum to 4");
-  assert_int_equal(split_owned(x, 0, 2, SHAPE(6, -1), p), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(split_owned(x, 0, 2, TU_SHAPE(6, -1), p), KILN_ERR_INVALID_ARGUMENT);
   TU_FAILS(p[1], KILN_ERR_INVALID_ARGUMENT, "split: size 1 is negative (-1)");
-  assert_int_equal(split_owned(x, 2, 1, SHAPE(5), p), KILN_ERR_OUT_OF_RANGE);
+  assert_int_equal(split_owned(x, 2, 1, TU_SHAPE(5), p), KILN_ERR_OUT_OF_RANGE);
   TU_FAILS(p[0], KILN_ERR_OUT_OF_RANGE, "split: axis 2");
   int64_t many[KILN_MAX_ATTR_INTS + 1] = {0};
   many[0] = 5;
@@ -450,14 +449,14 @@ static void split_errors(void **state) {
   assert_int_equal(split_owned(x, 0, 2, NULL, p), KILN_ERR_INVALID_ARGUMENT);
   TU_FAILS(p[0], KILN_ERR_INVALID_ARGUMENT, "split: sizes is NULL");
   TU_FAILS(p[1], KILN_ERR_INVALID_ARGUMENT, "split: sizes is NULL");
-  assert_int_equal(kiln_split(x, 0, 1, SHAPE(5), NULL), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_split(x, 0, 1, TU_SHAPE(5), NULL), KILN_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(kiln_last_error(), "out is NULL"));
-  assert_int_equal(kiln_split(x, 0, 0, SHAPE(5), p), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_split(x, 0, 0, TU_SHAPE(5), p), KILN_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(kiln_last_error(), "at least 1 part"));
   kiln_tensor *s = own(kiln_zeros(KILN_F32, 0, NULL));
-  assert_int_equal(split_owned(s, 0, 1, SHAPE(1), p), KILN_ERR_SHAPE);
+  assert_int_equal(split_owned(s, 0, 1, TU_SHAPE(1), p), KILN_ERR_SHAPE);
   TU_FAILS(p[0], KILN_ERR_SHAPE, "split: cannot split a 0-d");
-  assert_int_equal(split_owned(NULL, 0, 1, SHAPE(1), p), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(split_owned(NULL, 0, 1, TU_SHAPE(1), p), KILN_ERR_INVALID_ARGUMENT);
   TU_FAILS(p[0], KILN_ERR_INVALID_ARGUMENT, "split: input 0 is NULL");
   /* A failed input reaches every part, even with bad sizes. */
   kiln_tensor *f = own(kiln_concat(0, &x, 0));
@@ -470,12 +469,12 @@ static void split_errors(void **state) {
 
 static void take_literal(void **state) {
   (void)state;
-  kiln_tensor *x = lit(KILN_F32, 2, SHAPE(2, 3), VALS(0, 1, 2, 3, 4, 5));
-  kiln_tensor *i1 = lit(KILN_I32, 1, SHAPE(2), VALS(-1, 0));
+  kiln_tensor *x = lit(KILN_F32, 2, TU_SHAPE(2, 3), VALS(0, 1, 2, 3, 4, 5));
+  kiln_tensor *i1 = lit(KILN_I32, 1, TU_SHAPE(2), VALS(-1, 0));
   kiln_tensor *r0 = own(kiln_take(x, i1, 1));
   CHECK_SHAPE(r0, 2, 2, 2);
   CHECK_VALUES(r0, 2, 0, 5, 3);
-  kiln_tensor *i2 = lit(KILN_I64, 2, SHAPE(3, 1), VALS(1, 0, -2));
+  kiln_tensor *i2 = lit(KILN_I64, 2, TU_SHAPE(3, 1), VALS(1, 0, -2));
   kiln_tensor *r1 = own(kiln_take(x, i2, 0));
   CHECK_SHAPE(r1, 3, 3, 1, 3);
   CHECK_VALUES(r1, 3, 4, 5, 0, 1, 2, 0, 1, 2);
@@ -489,8 +488,8 @@ static void take_literal(void **state) {
   CHECK_SHAPE(r3, 2, 2, 2);
   CHECK_VALUES(r3, 2, 5, 0, 3);
   /* Empty indices give an empty result, even from an empty axis. */
-  kiln_tensor *ie = own(kiln_zeros(KILN_I32, 1, SHAPE(0)));
-  kiln_tensor *xe = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 0)));
+  kiln_tensor *ie = own(kiln_zeros(KILN_I32, 1, TU_SHAPE(0)));
+  kiln_tensor *xe = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 0)));
   kiln_tensor *r4 = own(kiln_take(xe, ie, 1));
   CHECK_SHAPE(r4, 2, 2, 0);
 }
@@ -524,29 +523,29 @@ static void take_random(void **state) {
 
 static void take_errors(void **state) {
   (void)state;
-  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 5)));
-  kiln_tensor *bad = lit(KILN_I64, 1, SHAPE(3), VALS(0, 5, 1));
+  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 5)));
+  kiln_tensor *bad = lit(KILN_I64, 1, TU_SHAPE(3), VALS(0, 5, 1));
   BOTH_FAIL(kiln_take(x, bad, 1), KILN_ERR_OUT_OF_RANGE,
             "take: index 5 at position [1] of indices [3] is out of range for axis 1 of length 5");
-  kiln_tensor *neg = lit(KILN_I32, 2, SHAPE(2, 2), VALS(0, 1, -4, -6));
+  kiln_tensor *neg = lit(KILN_I32, 2, TU_SHAPE(2, 2), VALS(0, 1, -4, -6));
   BOTH_FAIL(kiln_take(x, neg, 1), KILN_ERR_OUT_OF_RANGE, "index -6 at position [1, 1] of indices [2, 2]");
   BOTH_FAIL(kiln_take(x, neg, 0), KILN_ERR_OUT_OF_RANGE, "index -4 at position [1, 0]");
   /* Indices are checked even when the result would be empty. */
-  kiln_tensor *x0 = own(kiln_zeros(KILN_F32, 2, SHAPE(0, 5)));
+  kiln_tensor *x0 = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(0, 5)));
   BOTH_FAIL(kiln_take(x0, bad, 1), KILN_ERR_OUT_OF_RANGE, "index 5");
-  kiln_tensor *xe = own(kiln_zeros(KILN_F32, 1, SHAPE(0)));
+  kiln_tensor *xe = own(kiln_zeros(KILN_F32, 1, TU_SHAPE(0)));
   kiln_tensor *zero = lit(KILN_I32, 0, NULL, VALS(0));
   BOTH_FAIL(kiln_take(xe, zero, 0), KILN_ERR_OUT_OF_RANGE, "index 0 at position [] of indices []");
-  kiln_tensor *fi = own(kiln_zeros(KILN_F32, 1, SHAPE(2)));
+  kiln_tensor *fi = own(kiln_zeros(KILN_F32, 1, TU_SHAPE(2)));
   TU_FAILS(own(kiln_take(x, fi, 1)), KILN_ERR_DTYPE, "take: indices must be int32 or int64, got float32");
-  kiln_tensor *ui = own(kiln_zeros(KILN_U8, 1, SHAPE(2)));
+  kiln_tensor *ui = own(kiln_zeros(KILN_U8, 1, TU_SHAPE(2)));
   TU_FAILS(own(kiln_take(x, ui, 1)), KILN_ERR_DTYPE, "got uint8");
-  kiln_tensor *ok = lit(KILN_I32, 1, SHAPE(1), VALS(0));
+  kiln_tensor *ok = lit(KILN_I32, 1, TU_SHAPE(1), VALS(0));
   TU_FAILS(own(kiln_take(x, ok, 2)), KILN_ERR_OUT_OF_RANGE, "take: axis 2");
   kiln_tensor *s = own(kiln_zeros(KILN_F32, 0, NULL));
   TU_FAILS(own(kiln_take(s, ok, 0)), KILN_ERR_SHAPE, "take: cannot take from a 0-d");
-  kiln_tensor *x8 = own(kiln_zeros(KILN_F32, 8, SHAPE(1, 1, 1, 1, 1, 1, 1, 2)));
-  kiln_tensor *i2 = own(kiln_zeros(KILN_I32, 2, SHAPE(1, 1)));
+  kiln_tensor *x8 = own(kiln_zeros(KILN_F32, 8, TU_SHAPE(1, 1, 1, 1, 1, 1, 1, 2)));
+  kiln_tensor *i2 = own(kiln_zeros(KILN_I32, 2, TU_SHAPE(1, 1)));
   TU_FAILS(own(kiln_take(x8, i2, 0)), KILN_ERR_SHAPE, "9 dims (at most 8)");
   TU_FAILS(own(kiln_take(x, NULL, 0)), KILN_ERR_INVALID_ARGUMENT, "take: input 1 is NULL");
 }
@@ -556,21 +555,21 @@ static void take_errors(void **state) {
 static void gather_literal(void **state) {
   (void)state;
   /* torch.gather's documented example. */
-  kiln_tensor *x = lit(KILN_F32, 2, SHAPE(2, 2), VALS(1, 2, 3, 4));
-  kiln_tensor *i = lit(KILN_I64, 2, SHAPE(2, 2), VALS(0, 0, 1, 0));
+  kiln_tensor *x = lit(KILN_F32, 2, TU_SHAPE(2, 2), VALS(1, 2, 3, 4));
+  kiln_tensor *i = lit(KILN_I64, 2, TU_SHAPE(2, 2), VALS(0, 0, 1, 0));
   kiln_tensor *r0 = own(kiln_gather(x, 1, i));
   CHECK_SHAPE(r0, 2, 2, 2);
   CHECK_VALUES(r0, 1, 1, 4, 3);
-  kiln_tensor *i1 = lit(KILN_I32, 2, SHAPE(1, 2), VALS(1, 0));
+  kiln_tensor *i1 = lit(KILN_I32, 2, TU_SHAPE(1, 2), VALS(1, 0));
   kiln_tensor *r1 = own(kiln_gather(x, 0, i1));
   CHECK_SHAPE(r1, 2, 1, 2);
   CHECK_VALUES(r1, 3, 2);
-  kiln_tensor *in = lit(KILN_I32, 2, SHAPE(1, 3), VALS(-1, -2, 1));
+  kiln_tensor *in = lit(KILN_I32, 2, TU_SHAPE(1, 3), VALS(-1, -2, 1));
   kiln_tensor *r2 = own(kiln_gather(x, -1, in));
   CHECK_SHAPE(r2, 2, 1, 3);
   CHECK_VALUES(r2, 2, 1, 2);
   /* x = [[0, 1, 2], [3, 4, 5]] transposed: [[0, 3], [1, 4], [2, 5]]. */
-  kiln_tensor *y = own(kiln_transpose(lit(KILN_I32, 2, SHAPE(2, 3), VALS(0, 1, 2, 3, 4, 5)), 0, 1));
+  kiln_tensor *y = own(kiln_transpose(lit(KILN_I32, 2, TU_SHAPE(2, 3), VALS(0, 1, 2, 3, 4, 5)), 0, 1));
   kiln_tensor *r3 = own(kiln_gather(y, 0, i));
   CHECK_VALUES(r3, 0, 3, 1, 3);
 }
@@ -599,19 +598,19 @@ static void gather_random(void **state) {
 
 static void gather_errors(void **state) {
   (void)state;
-  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 3)));
-  kiln_tensor *bad = lit(KILN_I64, 2, SHAPE(2, 2), VALS(0, 1, 2, 3));
+  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3)));
+  kiln_tensor *bad = lit(KILN_I64, 2, TU_SHAPE(2, 2), VALS(0, 1, 2, 3));
   BOTH_FAIL(kiln_gather(x, 1, bad), KILN_ERR_OUT_OF_RANGE,
             "gather: index 3 at position [1, 1] of indices [2, 2] is out of range for axis 1 of length 3");
   BOTH_FAIL(kiln_gather(x, 0, bad), KILN_ERR_OUT_OF_RANGE, "index 2 at position [1, 0]");
-  kiln_tensor *neg = lit(KILN_I32, 2, SHAPE(1, 1), VALS(-4));
+  kiln_tensor *neg = lit(KILN_I32, 2, TU_SHAPE(1, 1), VALS(-4));
   BOTH_FAIL(kiln_gather(x, 1, neg), KILN_ERR_OUT_OF_RANGE, "index -4 at position [0, 0]");
-  kiln_tensor *flat = own(kiln_zeros(KILN_I64, 1, SHAPE(2)));
+  kiln_tensor *flat = own(kiln_zeros(KILN_I64, 1, TU_SHAPE(2)));
   TU_FAILS(own(kiln_gather(x, 0, flat)), KILN_ERR_SHAPE, "gather: index [2] must have as many dims as x [2, 3]");
-  kiln_tensor *wide = own(kiln_zeros(KILN_I64, 2, SHAPE(1, 4)));
+  kiln_tensor *wide = own(kiln_zeros(KILN_I64, 2, TU_SHAPE(1, 4)));
   TU_FAILS(own(kiln_gather(x, 0, wide)), KILN_ERR_SHAPE, "index [1, 4] is longer than x [2, 3] on dim 1");
   TU_OK(own(kiln_gather(x, 1, wide))); /* the gathered axis may be longer */
-  kiln_tensor *fi = own(kiln_zeros(KILN_F64, 2, SHAPE(1, 1)));
+  kiln_tensor *fi = own(kiln_zeros(KILN_F64, 2, TU_SHAPE(1, 1)));
   TU_FAILS(own(kiln_gather(x, 0, fi)), KILN_ERR_DTYPE, "gather: indices must be int32 or int64, got float64");
   TU_FAILS(own(kiln_gather(x, -3, wide)), KILN_ERR_OUT_OF_RANGE, "gather: axis -3");
 }
@@ -620,17 +619,17 @@ static void gather_errors(void **state) {
 
 static void one_hot_literal(void **state) {
   (void)state;
-  kiln_tensor *i = lit(KILN_I64, 1, SHAPE(3), VALS(0, 2, 1));
+  kiln_tensor *i = lit(KILN_I64, 1, TU_SHAPE(3), VALS(0, 2, 1));
   kiln_tensor *r0 = own(kiln_one_hot(i, 3, KILN_F32));
   CHECK_SHAPE(r0, 2, 3, 3);
   assert_int_equal(kiln_tensor_dtype(r0), KILN_F32);
   CHECK_VALUES(r0, 1, 0, 0, 0, 0, 1, 0, 1, 0);
-  kiln_tensor *i2 = lit(KILN_I32, 2, SHAPE(2, 1), VALS(1, 0));
+  kiln_tensor *i2 = lit(KILN_I32, 2, TU_SHAPE(2, 1), VALS(1, 0));
   kiln_tensor *r1 = own(kiln_one_hot(i2, 2, KILN_I32));
   CHECK_SHAPE(r1, 3, 2, 1, 2);
   CHECK_VALUES(r1, 0, 1, 1, 0);
   /* uint8 labels, as IDX files store them, into bool. */
-  kiln_tensor *u = lit(KILN_U8, 1, SHAPE(2), VALS(3, 0));
+  kiln_tensor *u = lit(KILN_U8, 1, TU_SHAPE(2), VALS(3, 0));
   kiln_tensor *r2 = own(kiln_one_hot(u, 4, KILN_BOOL));
   assert_int_equal(kiln_tensor_dtype(r2), KILN_BOOL);
   CHECK_VALUES(r2, 0, 0, 0, 1, 1, 0, 0, 0);
@@ -638,7 +637,7 @@ static void one_hot_literal(void **state) {
   kiln_tensor *r3 = own(kiln_one_hot(s, 3, KILN_F64));
   CHECK_SHAPE(r3, 1, 3);
   CHECK_VALUES(r3, 0, 0, 1);
-  kiln_tensor *e = own(kiln_zeros(KILN_I32, 1, SHAPE(0)));
+  kiln_tensor *e = own(kiln_zeros(KILN_I32, 1, TU_SHAPE(0)));
   CHECK_SHAPE(own(kiln_one_hot(e, 0, KILN_F32)), 2, 0, 0);
 }
 
@@ -670,19 +669,19 @@ static void one_hot_random(void **state) {
 
 static void one_hot_errors(void **state) {
   (void)state;
-  kiln_tensor *i = lit(KILN_I64, 2, SHAPE(2, 2), VALS(0, 1, 2, 3));
+  kiln_tensor *i = lit(KILN_I64, 2, TU_SHAPE(2, 2), VALS(0, 1, 2, 3));
   BOTH_FAIL(kiln_one_hot(i, 3, KILN_F32), KILN_ERR_OUT_OF_RANGE,
             "one_hot: index 3 at position [1, 1] of indices [2, 2] is out of range for depth 3");
-  kiln_tensor *n = lit(KILN_I32, 1, SHAPE(2), VALS(0, -1));
+  kiln_tensor *n = lit(KILN_I32, 1, TU_SHAPE(2), VALS(0, -1));
   BOTH_FAIL(kiln_one_hot(n, 3, KILN_F32), KILN_ERR_OUT_OF_RANGE, "index -1 at position [1]");
   BOTH_FAIL(kiln_one_hot(n, 0, KILN_F32), KILN_ERR_OUT_OF_RANGE, "index 0 at position [0]");
   TU_FAILS(own(kiln_one_hot(i, -1, KILN_F32)), KILN_ERR_INVALID_ARGUMENT, "one_hot: depth -1 is negative");
   TU_FAILS(own(kiln_one_hot(i, 4, (kiln_dtype)42)), KILN_ERR_DTYPE, "one_hot: unknown dtype 42");
-  kiln_tensor *f = own(kiln_zeros(KILN_F32, 1, SHAPE(2)));
+  kiln_tensor *f = own(kiln_zeros(KILN_F32, 1, TU_SHAPE(2)));
   TU_FAILS(own(kiln_one_hot(f, 4, KILN_F32)), KILN_ERR_DTYPE, "indices must be int32 or int64 or uint8, got float32");
-  kiln_tensor *b = own(kiln_zeros(KILN_BOOL, 1, SHAPE(2)));
+  kiln_tensor *b = own(kiln_zeros(KILN_BOOL, 1, TU_SHAPE(2)));
   TU_FAILS(own(kiln_one_hot(b, 4, KILN_F32)), KILN_ERR_DTYPE, "got bool");
-  kiln_tensor *i8 = own(kiln_zeros(KILN_I32, 8, SHAPE(1, 1, 1, 1, 1, 1, 1, 1)));
+  kiln_tensor *i8 = own(kiln_zeros(KILN_I32, 8, TU_SHAPE(1, 1, 1, 1, 1, 1, 1, 1)));
   TU_FAILS(own(kiln_one_hot(i8, 2, KILN_F32)), KILN_ERR_SHAPE, "9 dims (at most 8)");
   TU_FAILS(own(kiln_one_hot(NULL, 2, KILN_F32)), KILN_ERR_INVALID_ARGUMENT, "one_hot: input 0 is NULL");
 }
@@ -691,29 +690,29 @@ static void one_hot_errors(void **state) {
 
 static void pad_literal(void **state) {
   (void)state;
-  kiln_tensor *x = lit(KILN_F32, 2, SHAPE(2, 2), VALS(1, 2, 3, 4));
-  kiln_tensor *r0 = own(kiln_pad(x, 4, SHAPE(1, 0, 0, 2), 9));
+  kiln_tensor *x = lit(KILN_F32, 2, TU_SHAPE(2, 2), VALS(1, 2, 3, 4));
+  kiln_tensor *r0 = own(kiln_pad(x, 4, TU_SHAPE(1, 0, 0, 2), 9));
   CHECK_SHAPE(r0, 2, 3, 4);
   CHECK_VALUES(r0, 9, 9, 9, 9, 1, 2, 9, 9, 3, 4, 9, 9);
   /* A short list pads the leading axes. */
-  kiln_tensor *r1 = own(kiln_pad(x, 2, SHAPE(1, 1), 0));
+  kiln_tensor *r1 = own(kiln_pad(x, 2, TU_SHAPE(1, 1), 0));
   CHECK_SHAPE(r1, 2, 4, 2);
   CHECK_VALUES(r1, 0, 0, 1, 2, 3, 4, 0, 0);
   kiln_tensor *r2 = own(kiln_pad(x, 0, NULL, 5));
   CHECK_SHAPE(r2, 2, 2, 2);
   CHECK_VALUES(r2, 1, 2, 3, 4);
   /* The value converts as cast does. */
-  kiln_tensor *xi = lit(KILN_I32, 1, SHAPE(1), VALS(7));
-  CHECK_VALUES(own(kiln_pad(xi, 2, SHAPE(1, 1), -2.7)), -2, 7, -2);
-  kiln_tensor *xu = lit(KILN_U8, 1, SHAPE(1), VALS(7));
-  CHECK_VALUES(own(kiln_pad(xu, 2, SHAPE(1, 0), 300)), 255, 7);
-  CHECK_VALUES(own(kiln_pad(xu, 2, SHAPE(0, 1), NAN)), 7, 0);
-  kiln_tensor *xb = lit(KILN_BOOL, 1, SHAPE(1), VALS(0));
-  CHECK_VALUES(own(kiln_pad(xb, 2, SHAPE(1, 0), 0.5)), 1, 0);
-  CHECK_VALUES(own(kiln_pad(x, 2, SHAPE(0, 1), NAN)), 1, 2, 3, 4, NAN, NAN);
+  kiln_tensor *xi = lit(KILN_I32, 1, TU_SHAPE(1), VALS(7));
+  CHECK_VALUES(own(kiln_pad(xi, 2, TU_SHAPE(1, 1), -2.7)), -2, 7, -2);
+  kiln_tensor *xu = lit(KILN_U8, 1, TU_SHAPE(1), VALS(7));
+  CHECK_VALUES(own(kiln_pad(xu, 2, TU_SHAPE(1, 0), 300)), 255, 7);
+  CHECK_VALUES(own(kiln_pad(xu, 2, TU_SHAPE(0, 1), NAN)), 7, 0);
+  kiln_tensor *xb = lit(KILN_BOOL, 1, TU_SHAPE(1), VALS(0));
+  CHECK_VALUES(own(kiln_pad(xb, 2, TU_SHAPE(1, 0), 0.5)), 1, 0);
+  CHECK_VALUES(own(kiln_pad(x, 2, TU_SHAPE(0, 1), NAN)), 1, 2, 3, 4, NAN, NAN);
   /* A transposed x: [[1, 3], [2, 4]]. */
   kiln_tensor *xt = own(kiln_transpose(x, 0, 1));
-  CHECK_VALUES(own(kiln_pad(xt, 4, SHAPE(0, 0, 1, 0), -1)), -1, 1, 3, -1, 2, 4);
+  CHECK_VALUES(own(kiln_pad(xt, 4, TU_SHAPE(0, 0, 1, 0), -1)), -1, 1, 3, -1, 2, 4);
 }
 
 static void pad_random(void **state) {
@@ -741,19 +740,19 @@ static void pad_random(void **state) {
 
 static void pad_errors(void **state) {
   (void)state;
-  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, SHAPE(2, 3)));
-  TU_FAILS(own(kiln_pad(x, 6, SHAPE(0, 0, 0, 0, 1, 1), 0)), KILN_ERR_INVALID_ARGUMENT,
+  kiln_tensor *x = own(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3)));
+  TU_FAILS(own(kiln_pad(x, 6, TU_SHAPE(0, 0, 0, 0, 1, 1), 0)), KILN_ERR_INVALID_ARGUMENT,
            "pad: too many pads: 6 values for 2 dims of shape [2, 3]");
-  TU_FAILS(own(kiln_pad(x, 4, SHAPE(0, 0, -1, 2), 0)), KILN_ERR_INVALID_ARGUMENT,
+  TU_FAILS(own(kiln_pad(x, 4, TU_SHAPE(0, 0, -1, 2), 0)), KILN_ERR_INVALID_ARGUMENT,
            "pad: negative pad (-1, 2) for axis 1");
-  TU_FAILS(own(kiln_pad(x, 3, SHAPE(1, 1, 1), 0)), KILN_ERR_INVALID_ARGUMENT, "pad: 3 pad values");
+  TU_FAILS(own(kiln_pad(x, 3, TU_SHAPE(1, 1, 1), 0)), KILN_ERR_INVALID_ARGUMENT, "pad: 3 pad values");
   int64_t many[KILN_MAX_ATTR_INTS + 2] = {0};
   TU_FAILS(own(kiln_pad(x, KILN_MAX_ATTR_INTS + 2, many, 0)), KILN_ERR_INVALID_ARGUMENT,
            "pad: too many pads: 18 values (at most 16");
   TU_FAILS(own(kiln_pad(x, 2, NULL, 0)), KILN_ERR_INVALID_ARGUMENT, "pad: pads is NULL");
-  TU_FAILS(own(kiln_pad(x, -2, SHAPE(0, 0), 0)), KILN_ERR_INVALID_ARGUMENT, "pad: n_pads is negative");
-  TU_FAILS(own(kiln_pad(x, 2, SHAPE(INT64_MAX, 1), 0)), KILN_ERR_OVERFLOW, "pad: padding axis 0");
-  TU_FAILS(own(kiln_pad(NULL, 2, SHAPE(0, 0), 0)), KILN_ERR_INVALID_ARGUMENT, "pad: input 0 is NULL");
+  TU_FAILS(own(kiln_pad(x, -2, TU_SHAPE(0, 0), 0)), KILN_ERR_INVALID_ARGUMENT, "pad: n_pads is negative");
+  TU_FAILS(own(kiln_pad(x, 2, TU_SHAPE(INT64_MAX, 1), 0)), KILN_ERR_OVERFLOW, "pad: padding axis 0");
+  TU_FAILS(own(kiln_pad(NULL, 2, TU_SHAPE(0, 0), 0)), KILN_ERR_INVALID_ARGUMENT, "pad: input 0 is NULL");
   /* A failed input wins over a bad argument. */
   kiln_tensor *f = own(kiln_concat(0, &x, 0));
   TU_FAILS(own(kiln_pad(f, 2, NULL, 0)), KILN_ERR_INVALID_ARGUMENT, "concat: needs at least 1");
@@ -779,7 +778,7 @@ static void cast_literal(void **state) {
     double tv[16];
     for (int r = 0; r < 2; r++)
       for (int c = 0; c < 8; c++) tv[c * 2 + r] = v[r * 8 + c];
-    kiln_tensor *x = own(kiln_transpose(lit(src, 2, SHAPE(8, 2), tv), 0, 1));
+    kiln_tensor *x = own(kiln_transpose(lit(src, 2, TU_SHAPE(8, 2), tv), 0, 1));
     assert_false(kiln_tensor_is_contiguous(x));
     for (int d = 0; d < N_DTYPES; d++) {
       kiln_tensor *opt, *ref;
@@ -795,12 +794,12 @@ static void cast_literal(void **state) {
       }
     }
   }
-  kiln_tensor *f = lit(KILN_F64, 1, SHAPE(3), VALS(0.1, 1e300, -1e-300));
+  kiln_tensor *f = lit(KILN_F64, 1, TU_SHAPE(3), VALS(0.1, 1e300, -1e-300));
   CHECK_VALUES(own(kiln_cast(f, KILN_F32)), (double)0.1f, INFINITY, -0.0);
 
   /* Integer narrowing keeps the low bits; bool is != 0. */
   const int64_t big[8] = {INT64_MIN, INT64_MAX, -1, ((int64_t)1 << 40) + 1, 255, 256, -129, 0};
-  kiln_tensor *xi = own(kiln_from_data(KILN_I64, 1, SHAPE(8), big));
+  kiln_tensor *xi = own(kiln_from_data(KILN_I64, 1, TU_SHAPE(8), big));
   const double i32[8] = {0, -1, -1, 1, 255, 256, -129, 0};
   const double u8[8] = {0, 255, 255, 1, 255, 0, 127, 0};
   const double bl[8] = {1, 1, 1, 1, 1, 1, 1, 0};
@@ -816,7 +815,7 @@ static void cast_literal(void **state) {
   int64_t back[8];
   assert_int_equal(kiln_tensor_copy_to(same, back, sizeof back), KILN_OK);
   assert_memory_equal(back, big, sizeof big);
-  kiln_tensor *b = lit(KILN_BOOL, 1, SHAPE(2), VALS(1, 0));
+  kiln_tensor *b = lit(KILN_BOOL, 1, TU_SHAPE(2), VALS(1, 0));
   CHECK_VALUES(own(kiln_cast(b, KILN_F32)), 1, 0);
   CHECK_VALUES(own(kiln_cast(b, KILN_I64)), 1, 0);
 }
@@ -851,7 +850,7 @@ static void cast_random(void **state) {
 
 static void cast_errors(void **state) {
   (void)state;
-  kiln_tensor *x = own(kiln_zeros(KILN_F32, 1, SHAPE(2)));
+  kiln_tensor *x = own(kiln_zeros(KILN_F32, 1, TU_SHAPE(2)));
   TU_FAILS(own(kiln_cast(x, (kiln_dtype)99)), KILN_ERR_DTYPE, "cast: unknown dtype 99");
   TU_FAILS(own(kiln_cast(x, (kiln_dtype)-1)), KILN_ERR_DTYPE, "cast: unknown dtype -1");
   TU_FAILS(own(kiln_cast(NULL, KILN_F32)), KILN_ERR_INVALID_ARGUMENT, "cast: input 0 is NULL");

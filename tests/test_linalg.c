@@ -9,26 +9,13 @@
 
 #include "testutil.h"
 
-static uint64_t rng_next(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static int64_t numel_of(int nd, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < nd; i++) n *= shape[i];
-  return n;
-}
-
 /* Random values in [-1, 1) rounded to dt, in v (row-major). */
 static kiln_tensor *make_random(kiln_dtype dt, int nd, const int64_t *shape, uint64_t seed, double **v) {
-  int64_t n = numel_of(nd, shape);
+  int64_t n = tu_numel(nd, shape);
   *v = malloc((size_t)(n ? n : 1) * sizeof **v);
   void *buf = malloc((size_t)(n ? n : 1) * 8);
   for (int64_t i = 0; i < n; i++) {
-    double u = (double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 2 - 1;
+    double u = (double)(tu_rng_next(&seed) >> 11) / 9007199254740992.0 * 2 - 1;
     if (dt == KILN_F32) {
       float f = (float)u;
       ((float *)buf)[i] = f;
@@ -88,13 +75,13 @@ static int naive_matmul(int na, const int64_t *as, const double *a, int nb, cons
   else memcpy(pb, bs, (size_t)nb * 8);
   int64_t m = pa[ma - 2], k = pa[ma - 1], n = pb[mb - 1];
   int bnd = (ma > mb ? ma : mb) - 2;
-  int64_t batch[KILN_MAX_DIMS];
+  int64_t batch[KILN_MAX_DIMS] = {0};
   for (int d = 0; d < bnd; d++) {
     int ja = d - (bnd - (ma - 2)), jb = d - (bnd - (mb - 2));
     int64_t ea = ja >= 0 ? pa[ja] : 1, eb = jb >= 0 ? pb[jb] : 1;
     batch[d] = ea == 1 ? eb : ea;
   }
-  int64_t nbatch = numel_of(bnd, batch);
+  int64_t nbatch = tu_numel(bnd, batch);
   *out = calloc((size_t)(nbatch * m * n + 1), sizeof **out);
   *absum = calloc((size_t)(nbatch * m * n + 1), sizeof **absum);
   for (int64_t bi = 0; bi < nbatch; bi++) {
@@ -198,7 +185,7 @@ static void matmul_cases(void **state) {
       kiln_tensor *b = make_random((kiln_dtype)dt, mc->nb, mc->b, 200 + c, &bv);
       int64_t os[KILN_MAX_DIMS];
       int ond = naive_matmul(mc->na, mc->a, av, mc->nb, mc->b, bv, os, &want, &absum);
-      int64_t no = numel_of(ond, os), k = mc->a[mc->na - 1];
+      int64_t no = tu_numel(ond, os), k = mc->a[mc->na - 1];
       for (int la = 0; la < 4; la++)
         for (int lb = 0; lb < 4; lb++) {
           if (la && lb && la != lb) continue; /* a's layouts with b's contiguous, and matching pairs */
@@ -301,7 +288,7 @@ static void linear_cases(void **state) {
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
     for (int dt = KILN_F32; dt <= KILN_F64; dt++) {
       int nd = cases[c].nd;
-      int64_t in = cases[c].x[nd - 1], out = cases[c].out, rows = numel_of(nd - 1, cases[c].x);
+      int64_t in = cases[c].x[nd - 1], out = cases[c].out, rows = tu_numel(nd - 1, cases[c].x);
       double *xv, *wv, *bv;
       kiln_tensor *x = make_random((kiln_dtype)dt, nd, cases[c].x, 10 + c, &xv);
       kiln_tensor *w = make_random((kiln_dtype)dt, 2, (int64_t[]){out, in}, 20 + c, &wv);

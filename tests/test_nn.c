@@ -25,39 +25,20 @@
 #define F32_RTOL 1e-4
 #define F32_ATOL 1e-4
 #define F64_TOL 1e-10
-#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 
 /* ------------------------------------------------------------ bookkeeping */
 
 /* Every tensor a test makes is tracked and released by the teardown, so the
  * LSan build proves the ops leak nothing even when an assertion fails. */
-enum { MAX_TRACKED = 8192 };
-static kiln_tensor *tracked[MAX_TRACKED];
-static int n_tracked;
-
-static kiln_tensor *T(kiln_tensor *t) {
-  assert_non_null(t);
-  assert_true(n_tracked < MAX_TRACKED);
-  tracked[n_tracked++] = t;
-  return t;
-}
-
-static int release_all(void **state) {
-  (void)state;
-  for (int i = 0; i < n_tracked; i++) kiln_tensor_release(tracked[i]);
-  n_tracked = 0;
-  kiln_use_reference_kernels(false);
-  return 0;
-}
 
 /* Runs expr with the optimised kernels into opt and with the references
  * into ref. */
 #define BOTH(opt, ref, expr)               \
   do {                                     \
     kiln_use_reference_kernels(false);     \
-    (opt) = T(expr);                       \
+    (opt) = tu_track(expr);                       \
     kiln_use_reference_kernels(true);      \
-    (ref) = T(expr);                       \
+    (ref) = tu_track(expr);                       \
     kiln_use_reference_kernels(false);     \
   } while (0)
 
@@ -65,12 +46,12 @@ static double tol_r(kiln_dtype dt) { return dt == KILN_F64 ? F64_TOL : F32_RTOL;
 static double tol_a(kiln_dtype dt) { return dt == KILN_F64 ? F64_TOL : F32_ATOL; }
 
 static kiln_tensor *rnd(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t seed) {
-  return T(tu_random(dt, ndim, shape, seed, -2.0, 2.0));
+  return tu_track(tu_random(dt, ndim, shape, seed, -2.0, 2.0));
 }
 
 /* The same values as x, laid out with non-unit strides. */
 static kiln_tensor *strided(kiln_tensor *x) {
-  kiln_tensor *y = T(tu_noncontiguous(x));
+  kiln_tensor *y = tu_track(tu_noncontiguous(x));
   TU_OK(y);
   int nd = kiln_tensor_ndim(x);
   /* Transposing dims 0 and nd-1 moves data only when both are longer than 1. */
@@ -85,7 +66,7 @@ static void expect_close(const char *label, kiln_tensor *got, kiln_tensor *want,
   assert_true(tu_close(label, got, want, tol_r(dt), tol_a(dt)));
 }
 
-static kiln_tensor *fx(const char *name) { return T(tu_fixture(name)); }
+static kiln_tensor *fx(const char *name) { return tu_track(tu_fixture(name)); }
 
 /* ------------------------------------------------------------ softmax */
 
@@ -120,7 +101,7 @@ static void softmax_matches_reference(void **state) {
 
 static void softmax_zero_dim_tensor(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_full(KILN_F32, 0, NULL, 3.5));
+  kiln_tensor *x = tu_track(kiln_full(KILN_F32, 0, NULL, 3.5));
   kiln_tensor *a, *b;
   BOTH(a, b, kiln_softmax(x, -1));
   double one = 1.0, zero = 0.0;
@@ -153,7 +134,7 @@ static void softmax_matches_pytorch(void **state) {
 static void softmax_is_stable(void **state) {
   (void)state;
   const float v[3] = {1000.0f, 1001.0f, 998.0f};
-  kiln_tensor *x = T(kiln_from_data(KILN_F32, 1, SHAPE(3), v));
+  kiln_tensor *x = tu_track(kiln_from_data(KILN_F32, 1, TU_SHAPE(3), v));
   double z = exp(-1.0) + 1.0 + exp(-3.0);
   double want[3] = {exp(-1.0) / z, 1.0 / z, exp(-3.0) / z};
   double want_log[3] = {-1.0 - log(z), -log(z), -3.0 - log(z)};
@@ -170,12 +151,12 @@ static void softmax_is_stable(void **state) {
 
 static void softmax_bad_inputs(void **state) {
   (void)state;
-  kiln_tensor *xi = T(kiln_zeros(KILN_I32, 2, SHAPE(2, 3)));
-  TU_FAILS(T(kiln_softmax(xi, -1)), KILN_ERR_DTYPE, "softmax: input must be float32 or float64, got int32");
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 2, SHAPE(2, 3)));
-  TU_FAILS(T(kiln_softmax(x, 2)), KILN_ERR_OUT_OF_RANGE, "softmax: axis 2 is out of range for 2 dims");
-  TU_FAILS(T(kiln_log_softmax(x, -3)), KILN_ERR_OUT_OF_RANGE, "log_softmax: axis -3");
-  TU_FAILS(T(kiln_softmax(NULL, 0)), KILN_ERR_INVALID_ARGUMENT, "softmax: input 0 is NULL");
+  kiln_tensor *xi = tu_track(kiln_zeros(KILN_I32, 2, TU_SHAPE(2, 3)));
+  TU_FAILS(tu_track(kiln_softmax(xi, -1)), KILN_ERR_DTYPE, "softmax: input must be float32 or float64, got int32");
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3)));
+  TU_FAILS(tu_track(kiln_softmax(x, 2)), KILN_ERR_OUT_OF_RANGE, "softmax: axis 2 is out of range for 2 dims");
+  TU_FAILS(tu_track(kiln_log_softmax(x, -3)), KILN_ERR_OUT_OF_RANGE, "log_softmax: axis -3");
+  TU_FAILS(tu_track(kiln_softmax(NULL, 0)), KILN_ERR_INVALID_ARGUMENT, "softmax: input 0 is NULL");
 }
 
 /* ------------------------------------------------------------ cross-entropy */
@@ -188,8 +169,8 @@ static void xent_matches_reference(void **state) {
       for (int nc = 0; nc < 2; nc++) {
         kiln_dtype dt = dti ? KILN_F64 : KILN_F32;
         int64_t n = sizes[i][0], c = sizes[i][1];
-        kiln_tensor *x = T(tu_random(dt, 2, sizes[i], 200 + i, -4, 4));
-        kiln_tensor *l = T(tu_random(nc ? KILN_I32 : KILN_I64, 1, &n, 300 + i, 0, (double)(c - 1)));
+        kiln_tensor *x = tu_track(tu_random(dt, 2, sizes[i], 200 + i, -4, 4));
+        kiln_tensor *l = tu_track(tu_random(nc ? KILN_I32 : KILN_I64, 1, &n, 300 + i, 0, (double)(c - 1)));
         if (nc) {
           x = strided(x);
           l = strided(l);
@@ -209,7 +190,7 @@ static void xent_matches_pytorch(void **state) {
   BOTH(a, b, kiln_softmax_cross_entropy(x, l));
   expect_close("xent int64", a, want, KILN_F32);
   expect_close("xent int64 ref", b, want, KILN_F32);
-  kiln_tensor *l32 = T(kiln_cast(l, KILN_I32));
+  kiln_tensor *l32 = tu_track(kiln_cast(l, KILN_I32));
   BOTH(a, b, kiln_softmax_cross_entropy(x, l32));
   expect_close("xent int32", a, want, KILN_F32);
   expect_close("xent int32 ref", b, want, KILN_F32);
@@ -217,8 +198,8 @@ static void xent_matches_pytorch(void **state) {
 
 static void xent_empty_batch_is_nan(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 2, SHAPE(0, 4)));
-  kiln_tensor *l = T(kiln_zeros(KILN_I64, 1, SHAPE(0)));
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 2, TU_SHAPE(0, 4)));
+  kiln_tensor *l = tu_track(kiln_zeros(KILN_I64, 1, TU_SHAPE(0)));
   kiln_tensor *a, *b;
   BOTH(a, b, kiln_softmax_cross_entropy(x, l));
   double v;
@@ -230,32 +211,32 @@ static void xent_empty_batch_is_nan(void **state) {
 
 static void xent_bad_inputs(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 2, SHAPE(3, 5)));
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 2, TU_SHAPE(3, 5)));
   const int64_t bad_hi[3] = {0, 4, 7}, bad_neg[3] = {1, -1, 9};
-  kiln_tensor *l_hi = T(kiln_from_data(KILN_I64, 1, SHAPE(3), bad_hi));
-  kiln_tensor *l_neg = T(kiln_from_data(KILN_I64, 1, SHAPE(3), bad_neg));
+  kiln_tensor *l_hi = tu_track(kiln_from_data(KILN_I64, 1, TU_SHAPE(3), bad_hi));
+  kiln_tensor *l_neg = tu_track(kiln_from_data(KILN_I64, 1, TU_SHAPE(3), bad_neg));
   for (int ref = 0; ref < 2; ref++) {
     kiln_use_reference_kernels(ref);
-    TU_FAILS(T(kiln_softmax_cross_entropy(x, l_hi)), KILN_ERR_OUT_OF_RANGE,
+    TU_FAILS(tu_track(kiln_softmax_cross_entropy(x, l_hi)), KILN_ERR_OUT_OF_RANGE,
              "softmax_cross_entropy: label 7 at index 2 is outside [0, 5)");
-    TU_FAILS(T(kiln_softmax_cross_entropy(x, l_neg)), KILN_ERR_OUT_OF_RANGE,
+    TU_FAILS(tu_track(kiln_softmax_cross_entropy(x, l_neg)), KILN_ERR_OUT_OF_RANGE,
              "softmax_cross_entropy: label -1 at index 1 is outside [0, 5)");
   }
   kiln_use_reference_kernels(false);
-  kiln_tensor *lf = T(kiln_zeros(KILN_F32, 1, SHAPE(3)));
-  TU_FAILS(T(kiln_softmax_cross_entropy(x, lf)), KILN_ERR_DTYPE,
+  kiln_tensor *lf = tu_track(kiln_zeros(KILN_F32, 1, TU_SHAPE(3)));
+  TU_FAILS(tu_track(kiln_softmax_cross_entropy(x, lf)), KILN_ERR_DTYPE,
            "softmax_cross_entropy: labels must be int32 or int64, got float32");
-  kiln_tensor *l4 = T(kiln_zeros(KILN_I64, 1, SHAPE(4)));
-  TU_FAILS(T(kiln_softmax_cross_entropy(x, l4)), KILN_ERR_SHAPE,
+  kiln_tensor *l4 = tu_track(kiln_zeros(KILN_I64, 1, TU_SHAPE(4)));
+  TU_FAILS(tu_track(kiln_softmax_cross_entropy(x, l4)), KILN_ERR_SHAPE,
            "softmax_cross_entropy: logits [3, 5] and labels [4] disagree on the batch size");
-  kiln_tensor *x3 = T(kiln_zeros(KILN_F32, 3, SHAPE(3, 5, 1)));
-  kiln_tensor *l3 = T(kiln_zeros(KILN_I64, 1, SHAPE(3)));
-  TU_FAILS(T(kiln_softmax_cross_entropy(x3, l3)), KILN_ERR_SHAPE,
+  kiln_tensor *x3 = tu_track(kiln_zeros(KILN_F32, 3, TU_SHAPE(3, 5, 1)));
+  kiln_tensor *l3 = tu_track(kiln_zeros(KILN_I64, 1, TU_SHAPE(3)));
+  TU_FAILS(tu_track(kiln_softmax_cross_entropy(x3, l3)), KILN_ERR_SHAPE,
            "softmax_cross_entropy: logits must be 2-D [N, C], got [3, 5, 1]");
-  kiln_tensor *l2 = T(kiln_zeros(KILN_I64, 2, SHAPE(3, 1)));
-  TU_FAILS(T(kiln_softmax_cross_entropy(x, l2)), KILN_ERR_SHAPE, "labels must be 1-D [N], got [3, 1]");
-  kiln_tensor *xi = T(kiln_zeros(KILN_I64, 2, SHAPE(3, 5)));
-  TU_FAILS(T(kiln_softmax_cross_entropy(xi, l3)), KILN_ERR_DTYPE, "logits must be float32 or float64, got int64");
+  kiln_tensor *l2 = tu_track(kiln_zeros(KILN_I64, 2, TU_SHAPE(3, 1)));
+  TU_FAILS(tu_track(kiln_softmax_cross_entropy(x, l2)), KILN_ERR_SHAPE, "labels must be 1-D [N], got [3, 1]");
+  kiln_tensor *xi = tu_track(kiln_zeros(KILN_I64, 2, TU_SHAPE(3, 5)));
+  TU_FAILS(tu_track(kiln_softmax_cross_entropy(xi, l3)), KILN_ERR_DTYPE, "logits must be float32 or float64, got int64");
 }
 
 /* ------------------------------------------------------------ conv2d */
@@ -267,9 +248,9 @@ typedef struct {
 } conv_case;
 
 static void check_conv_case(const conv_case *k, kiln_dtype dt, bool noncontig, uint64_t seed) {
-  kiln_tensor *x = rnd(dt, 4, SHAPE(k->n, k->c, k->h, k->w), seed);
-  kiln_tensor *w = rnd(dt, 4, SHAPE(k->o, k->c / k->groups, k->kh, k->kw), seed + 1);
-  kiln_tensor *b = k->bias ? rnd(dt, 1, SHAPE(k->o), seed + 2) : NULL;
+  kiln_tensor *x = rnd(dt, 4, TU_SHAPE(k->n, k->c, k->h, k->w), seed);
+  kiln_tensor *w = rnd(dt, 4, TU_SHAPE(k->o, k->c / k->groups, k->kh, k->kw), seed + 1);
+  kiln_tensor *b = k->bias ? rnd(dt, 1, TU_SHAPE(k->o), seed + 2) : NULL;
   if (noncontig) {
     x = strided(x);
     w = strided(w);
@@ -285,7 +266,7 @@ static void check_conv_case(const conv_case *k, kiln_dtype dt, bool noncontig, u
   TU_OK(a);
   /* The portable im2col + BLAS road, where the SIMD one would be taken. */
   kk_conv2d_use_simd(false);
-  kiln_tensor *portable = T(kiln_conv2d(x, w, b, &p));
+  kiln_tensor *portable = tu_track(kiln_conv2d(x, w, b, &p));
   kk_conv2d_use_simd(true);
   int64_t oh = (k->h + 2 * k->pad[0] - k->dil[0] * (k->kh - 1) - 1) / k->stride[0] + 1;
   int64_t ow = (k->w + 2 * k->pad[1] - k->dil[1] * (k->kw - 1) - 1) / k->stride[1] + 1;
@@ -383,7 +364,7 @@ static void conv2d_fixture(const char *name, bool bias, int64_t sh, int64_t sw, 
   expect_close(name, a, want, KILN_F32);
   expect_close(name, r, want, KILN_F32);
   kk_conv2d_use_simd(false);
-  kiln_tensor *portable = T(kiln_conv2d(x, w, b, &p));
+  kiln_tensor *portable = tu_track(kiln_conv2d(x, w, b, &p));
   kk_conv2d_use_simd(true);
   expect_close(name, portable, want, KILN_F32);
 }
@@ -409,78 +390,78 @@ static void conv2d_defaults(void **state) {
   assert_int_equal(d.dilation[1], 1);
   assert_int_equal(d.groups, 1);
   /* NULL params means those defaults. */
-  kiln_tensor *x = rnd(KILN_F32, 4, SHAPE(2, 3, 6, 5), 1);
-  kiln_tensor *w = rnd(KILN_F32, 4, SHAPE(4, 3, 3, 3), 2);
-  kiln_tensor *a = T(kiln_conv2d(x, w, NULL, NULL));
-  kiln_tensor *b = T(kiln_conv2d(x, w, NULL, &d));
+  kiln_tensor *x = rnd(KILN_F32, 4, TU_SHAPE(2, 3, 6, 5), 1);
+  kiln_tensor *w = rnd(KILN_F32, 4, TU_SHAPE(4, 3, 3, 3), 2);
+  kiln_tensor *a = tu_track(kiln_conv2d(x, w, NULL, NULL));
+  kiln_tensor *b = tu_track(kiln_conv2d(x, w, NULL, &d));
   expect_close("conv2d NULL params", a, b, KILN_F32);
 }
 
 static void conv2d_bad_inputs(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 4, SHAPE(2, 4, 8, 8)));
-  kiln_tensor *w = T(kiln_zeros(KILN_F32, 4, SHAPE(6, 4, 3, 3)));
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(2, 4, 8, 8)));
+  kiln_tensor *w = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(6, 4, 3, 3)));
   kiln_conv2d_params p = kiln_conv2d_params_default();
 
-  kiln_tensor *x3 = T(kiln_zeros(KILN_F32, 3, SHAPE(4, 8, 8)));
-  TU_FAILS(T(kiln_conv2d(x3, w, NULL, NULL)), KILN_ERR_SHAPE, "conv2d: input must be 4-D [N, C, H, W], got [4, 8, 8]");
-  kiln_tensor *w3 = T(kiln_zeros(KILN_F32, 3, SHAPE(6, 4, 3)));
-  TU_FAILS(T(kiln_conv2d(x, w3, NULL, NULL)), KILN_ERR_SHAPE,
+  kiln_tensor *x3 = tu_track(kiln_zeros(KILN_F32, 3, TU_SHAPE(4, 8, 8)));
+  TU_FAILS(tu_track(kiln_conv2d(x3, w, NULL, NULL)), KILN_ERR_SHAPE, "conv2d: input must be 4-D [N, C, H, W], got [4, 8, 8]");
+  kiln_tensor *w3 = tu_track(kiln_zeros(KILN_F32, 3, TU_SHAPE(6, 4, 3)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w3, NULL, NULL)), KILN_ERR_SHAPE,
            "conv2d: weight must be 4-D [O, C/groups, KH, KW], got [6, 4, 3]");
-  kiln_tensor *w5 = T(kiln_zeros(KILN_F32, 4, SHAPE(6, 5, 3, 3)));
-  TU_FAILS(T(kiln_conv2d(x, w5, NULL, NULL)), KILN_ERR_SHAPE,
+  kiln_tensor *w5 = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(6, 5, 3, 3)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w5, NULL, NULL)), KILN_ERR_SHAPE,
            "conv2d: channel mismatch: input [2, 4, 8, 8] has 4 channels, so weight [6, 5, 3, 3] should have 4");
 
   p.groups = 3;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_SHAPE,
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_SHAPE,
            "conv2d: groups 3 does not divide the 4 input channels of input [2, 4, 8, 8]");
   p.groups = 4;
-  kiln_tensor *w_g4 = T(kiln_zeros(KILN_F32, 4, SHAPE(6, 1, 3, 3)));
-  TU_FAILS(T(kiln_conv2d(x, w_g4, NULL, &p)), KILN_ERR_SHAPE,
+  kiln_tensor *w_g4 = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(6, 1, 3, 3)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w_g4, NULL, &p)), KILN_ERR_SHAPE,
            "conv2d: groups 4 does not divide the 6 output channels of weight [6, 1, 3, 3]");
   p.groups = 2;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_SHAPE, "should have 2 per group (groups 2), not 4");
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_SHAPE, "should have 2 per group (groups 2), not 4");
   p.groups = 0;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: groups must be positive, got 0");
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: groups must be positive, got 0");
   p = kiln_conv2d_params_default();
 
   p.stride[1] = 0;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: stride must be positive, got [1, 0]");
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: stride must be positive, got [1, 0]");
   p.stride[1] = -2;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: stride must be positive, got [1, -2]");
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: stride must be positive, got [1, -2]");
   p = kiln_conv2d_params_default();
   p.padding[0] = -1;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT,
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT,
            "conv2d: padding must be non-negative, got [-1, 0]");
   p = kiln_conv2d_params_default();
   p.dilation[0] = 0;
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: dilation must be positive, got [0, 1]");
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_INVALID_ARGUMENT, "conv2d: dilation must be positive, got [0, 1]");
   p = kiln_conv2d_params_default();
 
-  kiln_tensor *w_big = T(kiln_zeros(KILN_F32, 4, SHAPE(6, 4, 9, 3)));
-  TU_FAILS(T(kiln_conv2d(x, w_big, NULL, &p)), KILN_ERR_SHAPE,
+  kiln_tensor *w_big = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(6, 4, 9, 3)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w_big, NULL, &p)), KILN_ERR_SHAPE,
            "conv2d: kernel 9x3 (extent 9x3) is larger than the padded input 8x8 (input [2, 4, 8, 8], padding [0, 0])");
   p.padding[0] = 1;
-  kiln_tensor *ok = T(kiln_conv2d(x, w_big, NULL, &p)); /* 10 rows padded: fits */
+  kiln_tensor *ok = tu_track(kiln_conv2d(x, w_big, NULL, &p)); /* 10 rows padded: fits */
   TU_OK(ok);
   p = kiln_conv2d_params_default();
   p.dilation[1] = 4; /* extent 4 * 2 + 1 = 9 > 8 */
-  TU_FAILS(T(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_SHAPE, "conv2d: kernel 3x3 (extent 3x9) is larger than the padded");
+  TU_FAILS(tu_track(kiln_conv2d(x, w, NULL, &p)), KILN_ERR_SHAPE, "conv2d: kernel 3x3 (extent 3x9) is larger than the padded");
   p = kiln_conv2d_params_default();
 
-  kiln_tensor *b5 = T(kiln_zeros(KILN_F32, 1, SHAPE(5)));
-  TU_FAILS(T(kiln_conv2d(x, w, b5, NULL)), KILN_ERR_SHAPE, "conv2d: bias must be [6] for weight [6, 4, 3, 3], got [5]");
-  kiln_tensor *b64 = T(kiln_zeros(KILN_F64, 1, SHAPE(6)));
-  TU_FAILS(T(kiln_conv2d(x, w, b64, NULL)), KILN_ERR_DTYPE, "conv2d: bias is float64 but the input is float32");
-  kiln_tensor *w64 = T(kiln_zeros(KILN_F64, 4, SHAPE(6, 4, 3, 3)));
-  TU_FAILS(T(kiln_conv2d(x, w64, NULL, NULL)), KILN_ERR_DTYPE, "conv2d: weight is float64 but the input is float32");
-  kiln_tensor *xi = T(kiln_zeros(KILN_I32, 4, SHAPE(2, 4, 8, 8)));
-  TU_FAILS(T(kiln_conv2d(xi, w, NULL, NULL)), KILN_ERR_DTYPE, "conv2d: input must be float32 or float64, got int32");
-  kiln_tensor *w0 = T(kiln_zeros(KILN_F32, 4, SHAPE(6, 4, 0, 3)));
-  TU_FAILS(T(kiln_conv2d(x, w0, NULL, NULL)), KILN_ERR_SHAPE, "conv2d: kernel size must be positive");
+  kiln_tensor *b5 = tu_track(kiln_zeros(KILN_F32, 1, TU_SHAPE(5)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w, b5, NULL)), KILN_ERR_SHAPE, "conv2d: bias must be [6] for weight [6, 4, 3, 3], got [5]");
+  kiln_tensor *b64 = tu_track(kiln_zeros(KILN_F64, 1, TU_SHAPE(6)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w, b64, NULL)), KILN_ERR_DTYPE, "conv2d: bias is float64 but the input is float32");
+  kiln_tensor *w64 = tu_track(kiln_zeros(KILN_F64, 4, TU_SHAPE(6, 4, 3, 3)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w64, NULL, NULL)), KILN_ERR_DTYPE, "conv2d: weight is float64 but the input is float32");
+  kiln_tensor *xi = tu_track(kiln_zeros(KILN_I32, 4, TU_SHAPE(2, 4, 8, 8)));
+  TU_FAILS(tu_track(kiln_conv2d(xi, w, NULL, NULL)), KILN_ERR_DTYPE, "conv2d: input must be float32 or float64, got int32");
+  kiln_tensor *w0 = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(6, 4, 0, 3)));
+  TU_FAILS(tu_track(kiln_conv2d(x, w0, NULL, NULL)), KILN_ERR_SHAPE, "conv2d: kernel size must be positive");
   /* A failed input passes its failure on without running. */
-  kiln_tensor *failed = T(kiln_conv2d(x3, w, NULL, NULL));
-  TU_FAILS(T(kiln_conv2d(failed, w, NULL, NULL)), KILN_ERR_SHAPE, "conv2d: input must be 4-D");
+  kiln_tensor *failed = tu_track(kiln_conv2d(x3, w, NULL, NULL));
+  TU_FAILS(tu_track(kiln_conv2d(failed, w, NULL, NULL)), KILN_ERR_SHAPE, "conv2d: input must be 4-D");
 }
 
 /* ------------------------------------------------------------ pooling */
@@ -507,7 +488,7 @@ static void pool_matches_reference(void **state) {
       for (int nc = 0; nc < 2; nc++) {
         const pool_case *k = &cases[i];
         kiln_dtype dt = dti ? KILN_F64 : KILN_F32;
-        kiln_tensor *x = rnd(dt, 4, SHAPE(k->n, k->c, k->h, k->w), seed++);
+        kiln_tensor *x = rnd(dt, 4, TU_SHAPE(k->n, k->c, k->h, k->w), seed++);
         if (nc) x = strided(x);
         kiln_pool2d_params p = kiln_pool2d_params_default(k->k[0], k->k[1]);
         memcpy(p.stride, k->s, sizeof p.stride);
@@ -556,7 +537,7 @@ static void pool_matches_pytorch(void **state) {
 static void max_pool_propagates_nan(void **state) {
   (void)state;
   const float v[8] = {1, NAN, 3, 4, 5, 6, 7, 8};
-  kiln_tensor *x = T(kiln_from_data(KILN_F32, 4, SHAPE(1, 1, 2, 4), v));
+  kiln_tensor *x = tu_track(kiln_from_data(KILN_F32, 4, TU_SHAPE(1, 1, 2, 4), v));
   kiln_pool2d_params p = kiln_pool2d_params_default(2, 2);
   kiln_tensor *a, *r;
   BOTH(a, r, kiln_max_pool2d(x, &p));
@@ -567,28 +548,28 @@ static void max_pool_propagates_nan(void **state) {
 
 static void pool_bad_inputs(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 4, SHAPE(1, 2, 5, 6)));
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(1, 2, 5, 6)));
   kiln_pool2d_params p = kiln_pool2d_params_default(0, 2);
-  TU_FAILS(T(kiln_max_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: kernel must be positive, got [0, 2]");
+  TU_FAILS(tu_track(kiln_max_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: kernel must be positive, got [0, 2]");
   p = kiln_pool2d_params_default(2, 2);
   p.stride[0] = -1;
-  TU_FAILS(T(kiln_avg_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT,
+  TU_FAILS(tu_track(kiln_avg_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT,
            "avg_pool2d: stride must be non-negative, got [-1, 0]");
   p = kiln_pool2d_params_default(3, 3);
   p.padding[1] = 2;
-  TU_FAILS(T(kiln_max_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT,
+  TU_FAILS(tu_track(kiln_max_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT,
            "max_pool2d: padding [0, 2] must be at most half the kernel [3, 3]");
   p.padding[1] = -1;
-  TU_FAILS(T(kiln_max_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: padding must be non-negative");
+  TU_FAILS(tu_track(kiln_max_pool2d(x, &p)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: padding must be non-negative");
   p = kiln_pool2d_params_default(6, 2);
-  TU_FAILS(T(kiln_avg_pool2d(x, &p)), KILN_ERR_SHAPE,
+  TU_FAILS(tu_track(kiln_avg_pool2d(x, &p)), KILN_ERR_SHAPE,
            "avg_pool2d: kernel 6x2 (extent 6x2) is larger than the padded input 5x6 (input [1, 2, 5, 6]");
-  kiln_tensor *x3 = T(kiln_zeros(KILN_F32, 3, SHAPE(2, 5, 6)));
+  kiln_tensor *x3 = tu_track(kiln_zeros(KILN_F32, 3, TU_SHAPE(2, 5, 6)));
   p = kiln_pool2d_params_default(2, 2);
-  TU_FAILS(T(kiln_max_pool2d(x3, &p)), KILN_ERR_SHAPE, "max_pool2d: input must be 4-D [N, C, H, W], got [2, 5, 6]");
-  kiln_tensor *xi = T(kiln_zeros(KILN_I64, 4, SHAPE(1, 2, 5, 6)));
-  TU_FAILS(T(kiln_avg_pool2d(xi, &p)), KILN_ERR_DTYPE, "avg_pool2d: input must be float32 or float64, got int64");
-  TU_FAILS(T(kiln_max_pool2d(x, NULL)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: params is NULL");
+  TU_FAILS(tu_track(kiln_max_pool2d(x3, &p)), KILN_ERR_SHAPE, "max_pool2d: input must be 4-D [N, C, H, W], got [2, 5, 6]");
+  kiln_tensor *xi = tu_track(kiln_zeros(KILN_I64, 4, TU_SHAPE(1, 2, 5, 6)));
+  TU_FAILS(tu_track(kiln_avg_pool2d(xi, &p)), KILN_ERR_DTYPE, "avg_pool2d: input must be float32 or float64, got int64");
+  TU_FAILS(tu_track(kiln_max_pool2d(x, NULL)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: params is NULL");
 }
 
 /* ------------------------------------------------------------ batch norm */
@@ -608,7 +589,7 @@ static void batch_norm_matches_reference(void **state) {
         int64_t c = cases[i].shape[1];
         kiln_tensor *x = rnd(dt, cases[i].ndim, cases[i].shape, seed++);
         kiln_tensor *g = rnd(dt, 1, &c, seed++), *b = rnd(dt, 1, &c, seed++), *m = rnd(dt, 1, &c, seed++);
-        kiln_tensor *v = T(tu_random(dt, 1, &c, seed++, 0.5, 2.0));
+        kiln_tensor *v = tu_track(tu_random(dt, 1, &c, seed++, 0.5, 2.0));
         if (nc) {
           x = strided(x);
           g = strided(g);
@@ -622,13 +603,13 @@ static void batch_norm_matches_reference(void **state) {
         if (kiln_tensor_numel(x) / c < 2) continue; /* training needs two values per channel */
         kiln_tensor *am, *av, *rm, *rv;
         kiln_use_reference_kernels(false);
-        a = T(kiln_batch_norm_train(x, g, b, 1e-3, &am, &av));
-        T(am);
-        T(av);
+        a = tu_track(kiln_batch_norm_train(x, g, b, 1e-3, &am, &av));
+        tu_track(am);
+        tu_track(av);
         kiln_use_reference_kernels(true);
-        r = T(kiln_batch_norm_train(x, g, b, 1e-3, &rm, &rv));
-        T(rm);
-        T(rv);
+        r = tu_track(kiln_batch_norm_train(x, g, b, 1e-3, &rm, &rv));
+        tu_track(rm);
+        tu_track(rv);
         kiln_use_reference_kernels(false);
         snprintf(label, sizeof label, "batch_norm_train case %zu %s%s", i, kiln_dtype_name(dt), nc ? " strided" : "");
         expect_close(label, a, r, dt);
@@ -657,11 +638,11 @@ static void batch_norm_matches_pytorch(void **state) {
 #undef LOAD
     for (int ref = 0; ref < 2; ref++) {
       kiln_use_reference_kernels(ref);
-      expect_close(names[i], T(kiln_batch_norm(x, g, b, rm, rv, 1e-5)), want_infer, KILN_F32);
+      expect_close(names[i], tu_track(kiln_batch_norm(x, g, b, rm, rv, 1e-5)), want_infer, KILN_F32);
       kiln_tensor *mean, *var;
-      kiln_tensor *y = T(kiln_batch_norm_train(x, g, b, 1e-5, &mean, &var));
-      T(mean);
-      T(var);
+      kiln_tensor *y = tu_track(kiln_batch_norm_train(x, g, b, 1e-5, &mean, &var));
+      tu_track(mean);
+      tu_track(var);
       expect_close("train y", y, want_y, KILN_F32);
       expect_close("train mean", mean, want_mean, KILN_F32);
       expect_close("train unbiased var", var, want_var, KILN_F32);
@@ -674,12 +655,12 @@ static void batch_norm_matches_pytorch(void **state) {
  * open (the LSan build checks that nothing leaks or is freed twice). */
 static void batch_norm_train_optional_outputs(void **state) {
   (void)state;
-  kiln_tensor *x = rnd(KILN_F32, 2, SHAPE(6, 3), 1);
-  kiln_tensor *g = T(kiln_ones(KILN_F32, 1, SHAPE(3))), *b = T(kiln_zeros(KILN_F32, 1, SHAPE(3)));
+  kiln_tensor *x = rnd(KILN_F32, 2, TU_SHAPE(6, 3), 1);
+  kiln_tensor *g = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(3))), *b = tu_track(kiln_zeros(KILN_F32, 1, TU_SHAPE(3)));
   kiln_tensor *mean;
-  kiln_tensor *y1 = T(kiln_batch_norm_train(x, g, b, 1e-5, NULL, NULL));
-  kiln_tensor *y2 = T(kiln_batch_norm_train(x, g, b, 1e-5, &mean, NULL));
-  T(mean);
+  kiln_tensor *y1 = tu_track(kiln_batch_norm_train(x, g, b, 1e-5, NULL, NULL));
+  kiln_tensor *y2 = tu_track(kiln_batch_norm_train(x, g, b, 1e-5, &mean, NULL));
+  tu_track(mean);
   TU_OK(y1);
   TU_OK(mean);
   expect_close("y without stats", y1, y2, KILN_F32);
@@ -691,40 +672,40 @@ static void batch_norm_train_optional_outputs(void **state) {
   expect_close("y in a scope", y3, y1, KILN_F32);
   kiln_tensor *kept = kiln_keep(y3);
   assert_int_equal(kiln_scope_end(), KILN_OK);
-  expect_close("kept y", T(kept), y1, KILN_F32);
+  expect_close("kept y", tu_track(kept), y1, KILN_F32);
 }
 
 static void batch_norm_bad_inputs(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 4, SHAPE(2, 3, 4, 4)));
-  kiln_tensor *c3 = T(kiln_ones(KILN_F32, 1, SHAPE(3)));
-  kiln_tensor *c4 = T(kiln_ones(KILN_F32, 1, SHAPE(4)));
-  kiln_tensor *c3d = T(kiln_ones(KILN_F64, 1, SHAPE(3)));
-  kiln_tensor *c31 = T(kiln_ones(KILN_F32, 2, SHAPE(3, 1)));
-  kiln_tensor *x1 = T(kiln_zeros(KILN_F32, 1, SHAPE(3)));
-  TU_FAILS(T(kiln_batch_norm(x1, c3, c3, c3, c3, 1e-5)), KILN_ERR_SHAPE,
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(2, 3, 4, 4)));
+  kiln_tensor *c3 = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(3)));
+  kiln_tensor *c4 = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(4)));
+  kiln_tensor *c3d = tu_track(kiln_ones(KILN_F64, 1, TU_SHAPE(3)));
+  kiln_tensor *c31 = tu_track(kiln_ones(KILN_F32, 2, TU_SHAPE(3, 1)));
+  kiln_tensor *x1 = tu_track(kiln_zeros(KILN_F32, 1, TU_SHAPE(3)));
+  TU_FAILS(tu_track(kiln_batch_norm(x1, c3, c3, c3, c3, 1e-5)), KILN_ERR_SHAPE,
            "batch_norm: input must be [N, C, ...] with at least 2 dims, got [3]");
-  TU_FAILS(T(kiln_batch_norm(x, c4, c3, c3, c3, 1e-5)), KILN_ERR_SHAPE,
+  TU_FAILS(tu_track(kiln_batch_norm(x, c4, c3, c3, c3, 1e-5)), KILN_ERR_SHAPE,
            "batch_norm: gamma [4] does not match the 3 channels of input [2, 3, 4, 4]");
-  TU_FAILS(T(kiln_batch_norm(x, c3, c3, c3, c31, 1e-5)), KILN_ERR_SHAPE,
+  TU_FAILS(tu_track(kiln_batch_norm(x, c3, c3, c3, c31, 1e-5)), KILN_ERR_SHAPE,
            "batch_norm: running_var [3, 1] does not match the 3 channels");
-  TU_FAILS(T(kiln_batch_norm(x, c3, c3, c3d, c3, 1e-5)), KILN_ERR_DTYPE,
+  TU_FAILS(tu_track(kiln_batch_norm(x, c3, c3, c3d, c3, 1e-5)), KILN_ERR_DTYPE,
            "batch_norm: running_mean is float64 but the input is float32");
-  TU_FAILS(T(kiln_batch_norm(x, c3, c3, c3, c3, -1.0)), KILN_ERR_INVALID_ARGUMENT,
+  TU_FAILS(tu_track(kiln_batch_norm(x, c3, c3, c3, c3, -1.0)), KILN_ERR_INVALID_ARGUMENT,
            "batch_norm: eps must be finite and non-negative, got -1");
-  kiln_tensor *xi = T(kiln_zeros(KILN_I32, 2, SHAPE(2, 3)));
-  TU_FAILS(T(kiln_batch_norm(xi, c3, c3, c3, c3, 1e-5)), KILN_ERR_DTYPE, "batch_norm: input must be float32");
+  kiln_tensor *xi = tu_track(kiln_zeros(KILN_I32, 2, TU_SHAPE(2, 3)));
+  TU_FAILS(tu_track(kiln_batch_norm(xi, c3, c3, c3, c3, 1e-5)), KILN_ERR_DTYPE, "batch_norm: input must be float32");
   kiln_tensor *mean = NULL, *var = NULL;
-  TU_FAILS(T(kiln_batch_norm_train(x, c3, c4, 1e-5, &mean, &var)), KILN_ERR_SHAPE,
+  TU_FAILS(tu_track(kiln_batch_norm_train(x, c3, c4, 1e-5, &mean, &var)), KILN_ERR_SHAPE,
            "batch_norm_train: beta [4] does not match the 3 channels");
   /* The statistics carry the failure too. */
-  TU_FAILS(T(mean), KILN_ERR_SHAPE, "batch_norm_train: beta [4]");
-  TU_FAILS(T(var), KILN_ERR_SHAPE, "batch_norm_train: beta [4]");
-  kiln_tensor *one = T(kiln_zeros(KILN_F32, 4, SHAPE(1, 3, 1, 1)));
-  TU_FAILS(T(kiln_batch_norm_train(one, c3, c3, 1e-5, NULL, NULL)), KILN_ERR_SHAPE,
+  TU_FAILS(tu_track(mean), KILN_ERR_SHAPE, "batch_norm_train: beta [4]");
+  TU_FAILS(tu_track(var), KILN_ERR_SHAPE, "batch_norm_train: beta [4]");
+  kiln_tensor *one = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(1, 3, 1, 1)));
+  TU_FAILS(tu_track(kiln_batch_norm_train(one, c3, c3, 1e-5, NULL, NULL)), KILN_ERR_SHAPE,
            "batch_norm_train: expected more than 1 value per channel when training, got input [1, 3, 1, 1]");
-  kiln_tensor *empty = T(kiln_zeros(KILN_F32, 2, SHAPE(0, 3)));
-  TU_FAILS(T(kiln_batch_norm_train(empty, c3, c3, 1e-5, NULL, NULL)), KILN_ERR_SHAPE,
+  kiln_tensor *empty = tu_track(kiln_zeros(KILN_F32, 2, TU_SHAPE(0, 3)));
+  TU_FAILS(tu_track(kiln_batch_norm_train(empty, c3, c3, 1e-5, NULL, NULL)), KILN_ERR_SHAPE,
            "expected more than 1 value per channel");
 }
 
@@ -732,12 +713,12 @@ static void batch_norm_bad_inputs(void **state) {
 
 static void dropout_is_reproducible(void **state) {
   (void)state;
-  kiln_tensor *x = rnd(KILN_F32, 2, SHAPE(37, 41), 5);
+  kiln_tensor *x = rnd(KILN_F32, 2, TU_SHAPE(37, 41), 5);
   kiln_generator *g1 = kiln_generator_new(42), *g2 = kiln_generator_new(42), *g3 = kiln_generator_new(43);
-  kiln_tensor *a = T(kiln_dropout(g1, x, 0.4));
-  kiln_tensor *b = T(kiln_dropout(g2, x, 0.4));
-  kiln_tensor *c = T(kiln_dropout(g3, x, 0.4));
-  kiln_tensor *a2 = T(kiln_dropout(g1, x, 0.4)); /* the next counters: a new mask */
+  kiln_tensor *a = tu_track(kiln_dropout(g1, x, 0.4));
+  kiln_tensor *b = tu_track(kiln_dropout(g2, x, 0.4));
+  kiln_tensor *c = tu_track(kiln_dropout(g3, x, 0.4));
+  kiln_tensor *a2 = tu_track(kiln_dropout(g1, x, 0.4)); /* the next counters: a new mask */
   TU_OK(a);
   assert_true(tu_close("same seed", a, b, 0, 0));
   int64_t n = kiln_tensor_numel(x);
@@ -759,9 +740,9 @@ static void dropout_is_reproducible(void **state) {
   free(va2);
   /* The default generator, reseeded, repeats itself. */
   kiln_seed(7);
-  kiln_tensor *d1 = T(kiln_dropout(NULL, x, 0.5));
+  kiln_tensor *d1 = tu_track(kiln_dropout(NULL, x, 0.5));
   kiln_seed(7);
-  kiln_tensor *d2 = T(kiln_dropout(NULL, x, 0.5));
+  kiln_tensor *d2 = tu_track(kiln_dropout(NULL, x, 0.5));
   assert_true(tu_close("kiln_seed repeats", d1, d2, 0, 0));
   kiln_generator_free(g1);
   kiln_generator_free(g2);
@@ -772,9 +753,9 @@ static void dropout_statistics(void **state) {
   (void)state;
   const int64_t n = 200000;
   const double p = 0.3;
-  kiln_tensor *x = T(kiln_ones(KILN_F32, 1, &n));
+  kiln_tensor *x = tu_track(kiln_ones(KILN_F32, 1, &n));
   kiln_generator *g = kiln_generator_new(2024);
-  kiln_tensor *y = T(kiln_dropout(g, x, p));
+  kiln_tensor *y = tu_track(kiln_dropout(g, x, p));
   kiln_generator_free(g);
   float *v = malloc(sizeof(float) * (size_t)n);
   assert_int_equal(kiln_tensor_copy_to(y, v, sizeof(float) * (size_t)n), KILN_OK);
@@ -802,16 +783,16 @@ static void dropout_matches_reference(void **state) {
   for (int dti = 0; dti < 2; dti++)
     for (int nc = 0; nc < 2; nc++) {
       kiln_dtype dt = dti ? KILN_F64 : KILN_F32;
-      kiln_tensor *x = rnd(dt, 3, SHAPE(4, 9, 11), 60 + (uint64_t)(dti * 2 + nc));
+      kiln_tensor *x = rnd(dt, 3, TU_SHAPE(4, 9, 11), 60 + (uint64_t)(dti * 2 + nc));
       if (nc) x = strided(x);
       kiln_tensor *a, *r;
       /* The same generator state for both runs: reseed between. */
       kiln_seed(99);
       kiln_use_reference_kernels(false);
-      a = T(kiln_dropout(NULL, x, 0.25));
+      a = tu_track(kiln_dropout(NULL, x, 0.25));
       kiln_seed(99);
       kiln_use_reference_kernels(true);
-      r = T(kiln_dropout(NULL, x, 0.25));
+      r = tu_track(kiln_dropout(NULL, x, 0.25));
       kiln_use_reference_kernels(false);
       /* The optimised kernel multiplies by a rounded 1/(1-p), the reference
        * divides in double: one float32 rounding apart. */
@@ -819,23 +800,23 @@ static void dropout_matches_reference(void **state) {
     }
   /* The mask follows the logical element index, not the layout: the same
    * values strided or not give the same output. */
-  kiln_tensor *x = rnd(KILN_F32, 2, SHAPE(13, 17), 3);
+  kiln_tensor *x = rnd(KILN_F32, 2, TU_SHAPE(13, 17), 3);
   kiln_seed(5);
-  kiln_tensor *a = T(kiln_dropout(NULL, x, 0.5));
+  kiln_tensor *a = tu_track(kiln_dropout(NULL, x, 0.5));
   kiln_seed(5);
-  kiln_tensor *b = T(kiln_dropout(NULL, strided(x), 0.5));
+  kiln_tensor *b = tu_track(kiln_dropout(NULL, strided(x), 0.5));
   assert_true(tu_close("dropout layout-independent", a, b, 0, 0));
 }
 
 static void dropout_p0_and_empty(void **state) {
   (void)state;
-  kiln_tensor *x = rnd(KILN_F32, 2, SHAPE(8, 9), 11);
+  kiln_tensor *x = rnd(KILN_F32, 2, TU_SHAPE(8, 9), 11);
   kiln_tensor *a, *r;
   BOTH(a, r, kiln_dropout(NULL, x, 0.0));
   assert_true(tu_close("p = 0 is the identity", a, x, 0, 0));
   assert_true(tu_close("p = 0 is the identity (ref)", r, x, 0, 0));
-  kiln_tensor *e = T(kiln_zeros(KILN_F32, 2, SHAPE(0, 4)));
-  kiln_tensor *y = T(kiln_dropout(NULL, e, 0.5));
+  kiln_tensor *e = tu_track(kiln_zeros(KILN_F32, 2, TU_SHAPE(0, 4)));
+  kiln_tensor *y = tu_track(kiln_dropout(NULL, e, 0.5));
   TU_OK(y);
   assert_int_equal(kiln_tensor_numel(y), 0);
   assert_int_equal(kiln_tensor_dim(y, 1), 4);
@@ -843,40 +824,40 @@ static void dropout_p0_and_empty(void **state) {
 
 static void dropout_bad_inputs(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_ones(KILN_F32, 1, SHAPE(4)));
-  TU_FAILS(T(kiln_dropout(NULL, x, 1.0)), KILN_ERR_OUT_OF_RANGE, "dropout: p must be in [0, 1), got 1");
-  TU_FAILS(T(kiln_dropout(NULL, x, -0.1)), KILN_ERR_OUT_OF_RANGE, "dropout: p must be in [0, 1), got -0.1");
-  TU_FAILS(T(kiln_dropout(NULL, x, NAN)), KILN_ERR_OUT_OF_RANGE, "dropout: p must be in [0, 1), got nan");
-  kiln_tensor *xi = T(kiln_ones(KILN_I64, 1, SHAPE(4)));
-  TU_FAILS(T(kiln_dropout(NULL, xi, 0.5)), KILN_ERR_DTYPE, "dropout: input must be float32 or float64, got int64");
+  kiln_tensor *x = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(4)));
+  TU_FAILS(tu_track(kiln_dropout(NULL, x, 1.0)), KILN_ERR_OUT_OF_RANGE, "dropout: p must be in [0, 1), got 1");
+  TU_FAILS(tu_track(kiln_dropout(NULL, x, -0.1)), KILN_ERR_OUT_OF_RANGE, "dropout: p must be in [0, 1), got -0.1");
+  TU_FAILS(tu_track(kiln_dropout(NULL, x, NAN)), KILN_ERR_OUT_OF_RANGE, "dropout: p must be in [0, 1), got nan");
+  kiln_tensor *xi = tu_track(kiln_ones(KILN_I64, 1, TU_SHAPE(4)));
+  TU_FAILS(tu_track(kiln_dropout(NULL, xi, 0.5)), KILN_ERR_DTYPE, "dropout: input must be float32 or float64, got int64");
 }
 
 /* ------------------------------------------------------------ empty batches */
 
 static void zero_size_batches(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_zeros(KILN_F32, 4, SHAPE(0, 3, 8, 8)));
-  kiln_tensor *w = rnd(KILN_F32, 4, SHAPE(5, 3, 3, 3), 1);
-  kiln_tensor *b = rnd(KILN_F32, 1, SHAPE(5), 2);
+  kiln_tensor *x = tu_track(kiln_zeros(KILN_F32, 4, TU_SHAPE(0, 3, 8, 8)));
+  kiln_tensor *w = rnd(KILN_F32, 4, TU_SHAPE(5, 3, 3, 3), 1);
+  kiln_tensor *b = rnd(KILN_F32, 1, TU_SHAPE(5), 2);
   kiln_conv2d_params cp = kiln_conv2d_params_default();
   cp.padding[0] = cp.padding[1] = 1;
-  kiln_tensor *y = T(kiln_conv2d(x, w, b, &cp));
+  kiln_tensor *y = tu_track(kiln_conv2d(x, w, b, &cp));
   TU_OK(y);
   assert_int_equal(kiln_tensor_dim(y, 0), 0);
   assert_int_equal(kiln_tensor_dim(y, 1), 5);
   assert_int_equal(kiln_tensor_dim(y, 2), 8);
   kiln_pool2d_params pp = kiln_pool2d_params_default(2, 2);
-  y = T(kiln_max_pool2d(x, &pp));
+  y = tu_track(kiln_max_pool2d(x, &pp));
   TU_OK(y);
   assert_int_equal(kiln_tensor_dim(y, 3), 4);
-  y = T(kiln_avg_pool2d(x, &pp));
+  y = tu_track(kiln_avg_pool2d(x, &pp));
   TU_OK(y);
   assert_int_equal(kiln_tensor_dim(y, 2), 4);
-  kiln_tensor *c3 = T(kiln_ones(KILN_F32, 1, SHAPE(3)));
-  y = T(kiln_batch_norm(x, c3, c3, c3, c3, 1e-5));
+  kiln_tensor *c3 = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(3)));
+  y = tu_track(kiln_batch_norm(x, c3, c3, c3, c3, 1e-5));
   TU_OK(y);
   assert_int_equal(kiln_tensor_numel(y), 0);
-  y = T(kiln_softmax(x, 1));
+  y = tu_track(kiln_softmax(x, 1));
   TU_OK(y);
   assert_int_equal(kiln_tensor_ndim(y), 4);
 }
@@ -919,9 +900,9 @@ static void plain_free(void *ptr, void *user) {
 
 static void allocation_failures(void **state) {
   (void)state;
-  kiln_tensor *x = strided(rnd(KILN_F32, 4, SHAPE(3, 4, 9, 9), 1));
-  kiln_tensor *w = strided(rnd(KILN_F32, 4, SHAPE(6, 4, 3, 3), 2));
-  kiln_tensor *b = rnd(KILN_F32, 1, SHAPE(6), 3);
+  kiln_tensor *x = strided(rnd(KILN_F32, 4, TU_SHAPE(3, 4, 9, 9), 1));
+  kiln_tensor *w = strided(rnd(KILN_F32, 4, TU_SHAPE(6, 4, 3, 3), 2));
+  kiln_tensor *b = rnd(KILN_F32, 1, TU_SHAPE(6), 3);
   kiln_conv2d_params cp = kiln_conv2d_params_default();
   EACH_ALLOCATION_FAILS("conv2d", kiln_conv2d(x, w, b, &cp));
   kk_conv2d_use_simd(false);
@@ -934,18 +915,18 @@ static void allocation_failures(void **state) {
   EACH_ALLOCATION_FAILS("avg_pool2d", kiln_avg_pool2d(x, &pp));
   EACH_ALLOCATION_FAILS("softmax", kiln_softmax(x, 1));
   EACH_ALLOCATION_FAILS("log_softmax", kiln_log_softmax(x, -1));
-  kiln_tensor *c4 = T(kiln_ones(KILN_F32, 1, SHAPE(4)));
+  kiln_tensor *c4 = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(4)));
   EACH_ALLOCATION_FAILS("batch_norm", kiln_batch_norm(x, c4, c4, c4, c4, 1e-5));
   EACH_ALLOCATION_FAILS("batch_norm_train", kiln_batch_norm_train(x, c4, c4, 1e-5, NULL, NULL));
   EACH_ALLOCATION_FAILS("dropout", kiln_dropout(NULL, x, 0.5));
-  kiln_tensor *logits = strided(rnd(KILN_F32, 2, SHAPE(5, 7), 4));
-  kiln_tensor *labels = T(kiln_zeros(KILN_I32, 1, SHAPE(5)));
+  kiln_tensor *logits = strided(rnd(KILN_F32, 2, TU_SHAPE(5, 7), 4));
+  kiln_tensor *labels = tu_track(kiln_zeros(KILN_I32, 1, TU_SHAPE(5)));
   EACH_ALLOCATION_FAILS("softmax_cross_entropy", kiln_softmax_cross_entropy(logits, labels));
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define TEST(f) cmocka_unit_test_teardown(f, release_all)
+#define TEST(f) cmocka_unit_test_teardown(f, tu_release_tracked)
       TEST(softmax_matches_reference),
       TEST(softmax_zero_dim_tensor),
       TEST(softmax_matches_pytorch),

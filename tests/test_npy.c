@@ -15,26 +15,6 @@
 
 #include "testutil.h"
 
-#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
-
-enum { MAX_TRACKED = 1024 };
-static kiln_tensor *tracked[MAX_TRACKED];
-static int n_tracked;
-
-static kiln_tensor *T(kiln_tensor *t) {
-  assert_non_null(t);
-  assert_true(n_tracked < MAX_TRACKED);
-  tracked[n_tracked++] = t;
-  return t;
-}
-
-static int release_all(void **state) {
-  (void)state;
-  for (int i = 0; i < n_tracked; i++) kiln_tensor_release(tracked[i]);
-  n_tracked = 0;
-  return 0;
-}
-
 /* A path in the temporary directory, unique to this process and name. */
 static void tmp_path(char *buf, size_t cap, const char *name) {
   const char *dir = getenv("TMPDIR");
@@ -83,11 +63,11 @@ static void round_trip_every_dtype_and_shape(void **state) {
   for (int dt = 0; dt < KILN_DTYPE_COUNT; dt++)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
       for (int nc = 0; nc < 2; nc++) {
-        kiln_tensor *x = T(tu_random((kiln_dtype)dt, shapes[s].ndim, shapes[s].shape, 31 * (uint64_t)dt + s, -100, 100));
-        kiln_tensor *src = nc ? T(tu_noncontiguous(x)) : x;
+        kiln_tensor *x = tu_track(tu_random((kiln_dtype)dt, shapes[s].ndim, shapes[s].shape, 31 * (uint64_t)dt + s, -100, 100));
+        kiln_tensor *src = nc ? tu_track(tu_noncontiguous(x)) : x;
         TU_OK(src);
         assert_int_equal(kiln_save_npy(src, path), KILN_OK);
-        kiln_tensor *back = T(kiln_load_npy(path));
+        kiln_tensor *back = tu_track(kiln_load_npy(path));
         char label[96];
         snprintf(label, sizeof label, "%s shape %zu%s", kiln_dtype_name((kiln_dtype)dt), s, nc ? " strided" : "");
         expect_same(label, back, x);
@@ -102,21 +82,21 @@ static void save_is_atomic_and_leaves_no_temporary(void **state) {
   char path[512], tmp[600];
   tmp_path(path, sizeof path, "atomic");
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  kiln_tensor *a = T(kiln_full(KILN_F32, 1, SHAPE(1000), 1.0));
-  kiln_tensor *b = T(kiln_full(KILN_I64, 2, SHAPE(2, 2), 7.0));
+  kiln_tensor *a = tu_track(kiln_full(KILN_F32, 1, TU_SHAPE(1000), 1.0));
+  kiln_tensor *b = tu_track(kiln_full(KILN_I64, 2, TU_SHAPE(2, 2), 7.0));
   assert_int_equal(kiln_save_npy(a, path), KILN_OK);
   assert_int_equal(kiln_save_npy(b, path), KILN_OK);
   assert_int_equal(access(tmp, F_OK), -1);
-  expect_same("overwritten", T(kiln_load_npy(path)), b);
+  expect_same("overwritten", tu_track(kiln_load_npy(path)), b);
   remove(path);
 }
 
 static void save_failures(void **state) {
   (void)state;
-  kiln_tensor *x = T(kiln_ones(KILN_F32, 1, SHAPE(3)));
+  kiln_tensor *x = tu_track(kiln_ones(KILN_F32, 1, TU_SHAPE(3)));
   assert_int_equal(kiln_save_npy(x, "/nonexistent-dir-kiln/x.npy"), KILN_ERR_IO);
   assert_non_null(strstr(kiln_last_error(), "kiln_save_npy: /nonexistent-dir-kiln/x.npy: cannot create"));
-  kiln_tensor *bad = T(kiln_reshape(x, 1, SHAPE(4)));
+  kiln_tensor *bad = tu_track(kiln_reshape(x, 1, TU_SHAPE(4)));
   assert_int_not_equal(kiln_tensor_status(bad), KILN_OK);
   char path[512];
   tmp_path(path, sizeof path, "failed");
@@ -132,22 +112,22 @@ static void save_failures(void **state) {
 static void reads_what_numpy_writes(void **state) {
   (void)state;
   const float f4[6] = {0, 0.25f, 0.5f, 0.75f, 1.0f, 1.25f};
-  expect_same("f4", T(tu_fixture("npy_f4")), T(kiln_from_data(KILN_F32, 2, SHAPE(2, 3), f4)));
+  expect_same("f4", tu_track(tu_fixture("npy_f4")), tu_track(kiln_from_data(KILN_F32, 2, TU_SHAPE(2, 3), f4)));
   const double f8[3] = {1.5, -2.25, 1e300};
-  expect_same("f8", T(tu_fixture("npy_f8")), T(kiln_from_data(KILN_F64, 1, SHAPE(3), f8)));
+  expect_same("f8", tu_track(tu_fixture("npy_f8")), tu_track(kiln_from_data(KILN_F64, 1, TU_SHAPE(3), f8)));
   const int32_t i4[2] = {-7, 2147483647};
-  expect_same("i4", T(tu_fixture("npy_i4")), T(kiln_from_data(KILN_I32, 2, SHAPE(2, 1), i4)));
+  expect_same("i4", tu_track(tu_fixture("npy_i4")), tu_track(kiln_from_data(KILN_I32, 2, TU_SHAPE(2, 1), i4)));
   const int64_t i8 = -9000000000;
-  expect_same("i8 0-d", T(tu_fixture("npy_i8_scalar")), T(kiln_from_data(KILN_I64, 0, NULL, &i8)));
+  expect_same("i8 0-d", tu_track(tu_fixture("npy_i8_scalar")), tu_track(kiln_from_data(KILN_I64, 0, NULL, &i8)));
   const uint8_t u1[3] = {0, 1, 255};
-  expect_same("u1", T(tu_fixture("npy_u1")), T(kiln_from_data(KILN_U8, 1, SHAPE(3), u1)));
+  expect_same("u1", tu_track(tu_fixture("npy_u1")), tu_track(kiln_from_data(KILN_U8, 1, TU_SHAPE(3), u1)));
   const uint8_t b1[4] = {1, 0, 1, 1};
-  expect_same("b1", T(tu_fixture("npy_b1")), T(kiln_from_data(KILN_BOOL, 1, SHAPE(4), b1)));
-  expect_same("empty", T(tu_fixture("npy_empty")), T(kiln_zeros(KILN_F32, 2, SHAPE(0, 3))));
+  expect_same("b1", tu_track(tu_fixture("npy_b1")), tu_track(kiln_from_data(KILN_BOOL, 1, TU_SHAPE(4), b1)));
+  expect_same("empty", tu_track(tu_fixture("npy_empty")), tu_track(kiln_zeros(KILN_F32, 2, TU_SHAPE(0, 3))));
   const int64_t v[4] = {1, 2, 3, 4};
-  kiln_tensor *want = T(kiln_from_data(KILN_I64, 2, SHAPE(2, 2), v));
-  expect_same("version 2.0", T(tu_fixture("npy_v2")), want);
-  expect_same("version 3.0", T(tu_fixture("npy_v3")), want);
+  kiln_tensor *want = tu_track(kiln_from_data(KILN_I64, 2, TU_SHAPE(2, 2), v));
+  expect_same("version 2.0", tu_track(tu_fixture("npy_v2")), want);
+  expect_same("version 3.0", tu_track(tu_fixture("npy_v3")), want);
 }
 
 /* kiln writes version 1.0 exactly as numpy does, header padding included. */
@@ -158,7 +138,7 @@ static void writes_what_numpy_writes(void **state) {
   tmp_path(dst, sizeof dst, "rewrite");
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     fixture_path(src, sizeof src, names[i]);
-    kiln_tensor *t = T(kiln_load_npy(src));
+    kiln_tensor *t = tu_track(kiln_load_npy(src));
     TU_OK(t);
     assert_int_equal(kiln_save_npy(t, dst), KILN_OK);
     size_t n1 = 0, n2 = 0;
@@ -183,7 +163,7 @@ static void writes_what_numpy_writes(void **state) {
 static void expect_bad(const char *name, kiln_status st, const char *text) {
   char path[512];
   snprintf(path, sizeof path, "%s/bad_npy/%s.npy", KILN_FIXTURE_DIR, name);
-  kiln_tensor *t = T(kiln_load_npy(path));
+  kiln_tensor *t = tu_track(kiln_load_npy(path));
   TU_FAILS(t, st, text);
   /* Every message names the file. */
   TU_FAILS(t, st, path);
@@ -216,10 +196,10 @@ static void rejects_malformed_files(void **state) {
 
 static void missing_file_and_null_path(void **state) {
   (void)state;
-  kiln_tensor *t = T(kiln_load_npy("/nonexistent-dir-kiln/none.npy"));
+  kiln_tensor *t = tu_track(kiln_load_npy("/nonexistent-dir-kiln/none.npy"));
   TU_FAILS(t, KILN_ERR_IO, "kiln_load_npy: /nonexistent-dir-kiln/none.npy: cannot open: No such file");
-  TU_FAILS(T(kiln_load_npy(NULL)), KILN_ERR_INVALID_ARGUMENT, "kiln_load_npy: path is NULL");
-  TU_FAILS(T(kiln_load_npy(KILN_FIXTURE_DIR)), KILN_ERR_IO, "not a regular file");
+  TU_FAILS(tu_track(kiln_load_npy(NULL)), KILN_ERR_INVALID_ARGUMENT, "kiln_load_npy: path is NULL");
+  TU_FAILS(tu_track(kiln_load_npy(KILN_FIXTURE_DIR)), KILN_ERR_IO, "not a regular file");
 }
 
 /* Every prefix of a good file is a bad file, and none may crash or pass. */
@@ -236,13 +216,13 @@ static void every_truncation_fails(void **state) {
     assert_non_null(f);
     fwrite(data, 1, len, f);
     fclose(f);
-    kiln_tensor *t = T(kiln_load_npy(dst));
+    kiln_tensor *t = tu_track(kiln_load_npy(dst));
     if (kiln_tensor_status(t) == KILN_OK) {
       fprintf(stderr, "a %zu-byte prefix of %s loaded\n", len, src);
       free(data);
       fail();
     }
-    release_all(NULL);
+    tu_release_tracked(NULL);
   }
   free(data);
   remove(dst);
@@ -271,7 +251,7 @@ static void allocation_failures(void **state) {
   fixture_path(src, sizeof src, "npy_f4");
   tmp_path(dst, sizeof dst, "oom");
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
-  kiln_tensor *x = T(tu_noncontiguous(T(tu_fixture("npy_f4"))));
+  kiln_tensor *x = tu_track(tu_noncontiguous(tu_track(tu_fixture("npy_f4"))));
   for (fail_at = 0;; fail_at++) {
     alloc_count = 0;
     kiln_set_allocator(failing_alloc, plain_free, NULL);
@@ -290,7 +270,7 @@ static void allocation_failures(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define TEST(f) cmocka_unit_test_teardown(f, release_all)
+#define TEST(f) cmocka_unit_test_teardown(f, tu_release_tracked)
       TEST(round_trip_every_dtype_and_shape),
       TEST(save_is_atomic_and_leaves_no_temporary),
       TEST(save_failures),

@@ -10,22 +10,8 @@
 
 #include "testutil.h"
 
-static uint64_t rng_next(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
-
-static int64_t numel_of(int nd, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < nd; i++) n *= shape[i];
-  return n;
-}
-
 static kiln_tensor *make(kiln_dtype dt, int nd, const int64_t *shape, double *v) {
-  int64_t n = numel_of(nd, shape);
+  int64_t n = tu_numel(nd, shape);
   size_t es = kiln_dtype_size(dt);
   char *buf = calloc((size_t)(n ? n : 1), es);
   for (int64_t i = 0; i < n; i++) {
@@ -87,7 +73,7 @@ static kiln_tensor *apply(red_id op, kiln_tensor *x, int n, const int *axes, boo
  * coordinate in row-major order. */
 static void naive_reduce(red_id op, int nd, const int64_t *shape, const double *v, unsigned mask, double *out,
                          int64_t k) {
-  int64_t n = numel_of(nd, shape);
+  int64_t n = tu_numel(nd, shape);
   int64_t r = 1;
   for (int d = 0; d < nd; d++)
     if (mask >> d & 1) r *= shape[d];
@@ -142,10 +128,10 @@ static void naive_reduce(red_id op, int nd, const int64_t *shape, const double *
 /* Runs op over every subset of axes, both keepdims, both kernels, listing
  * the axes negatively for odd subsets. */
 static void check_all_subsets(red_id op, kiln_dtype dt, int nd, const int64_t *shape, int layout, uint64_t seed) {
-  int64_t n = numel_of(nd, shape);
+  int64_t n = tu_numel(nd, shape);
   double *v = malloc((size_t)n * sizeof *v);
   for (int64_t i = 0; i < n; i++) {
-    double u = rng_unit(&seed);
+    double u = tu_rng_unit(&seed);
     /* prod: values near 1 so products stay O(1); max/min: few distinct values. */
     v[i] = op == R_PROD ? 0.6 + 0.8 * u : op == R_MAX || op == R_MIN ? floor(u * 7) - 3 : -2 + 4 * u;
   }
@@ -384,7 +370,7 @@ static void argmax_argmin(void **state) {
         if (with_nan && d >= 2) continue;
         uint64_t seed = (uint64_t)(d * 13 + with_nan * 7 + layout);
         double v[120];
-        for (int i = 0; i < 120; i++) v[i] = floor(rng_unit(&seed) * 4); /* many ties */
+        for (int i = 0; i < 120; i++) v[i] = floor(tu_rng_unit(&seed) * 4); /* many ties */
         if (with_nan) v[7] = NAN, v[64] = NAN, v[65] = NAN, v[119] = NAN;
         kiln_tensor *x = make_layout(dts[d], 3, shape, v, layout);
         for (int is_max = 0; is_max < 2; is_max++)

@@ -5,12 +5,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* splitmix64: independent of kiln's own generator on purpose. */
-static uint64_t next_u64(uint64_t *s) {
+uint64_t tu_rng_next(uint64_t *s) {
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
+}
+
+double tu_rng_unit(uint64_t *s) { return (double)(tu_rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+int64_t tu_numel(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  return n;
+}
+
+static kiln_tensor **tracked;
+static size_t n_tracked, cap_tracked;
+
+kiln_tensor *tu_track(kiln_tensor *t) {
+  assert_non_null(t);
+  if (n_tracked == cap_tracked) {
+    cap_tracked = cap_tracked ? 2 * cap_tracked : 256;
+    tracked = realloc(tracked, cap_tracked * sizeof *tracked);
+    assert_non_null(tracked);
+  }
+  tracked[n_tracked++] = t;
+  return t;
+}
+
+int tu_release_tracked(void **state) {
+  (void)state;
+  for (size_t i = 0; i < n_tracked; i++) kiln_tensor_release(tracked[i]);
+  free(tracked);
+  tracked = NULL;
+  n_tracked = cap_tracked = 0;
+  kiln_use_reference_kernels(false);
+  return 0;
 }
 
 kiln_tensor *tu_random(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t seed, double lo, double hi) {
@@ -20,7 +51,7 @@ kiln_tensor *tu_random(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t s
   char *buf = malloc((size_t)(n ? n : 1) * es);
   uint64_t s = seed;
   for (int64_t i = 0; i < n; i++) {
-    double u = (double)(next_u64(&s) >> 11) * (1.0 / 9007199254740992.0);
+    double u = tu_rng_unit(&s);
     double v = lo + (hi - lo) * u;
     int64_t iv = (int64_t)floor(lo + (hi - lo + 1) * u);
     char *p = buf + i * (int64_t)es;

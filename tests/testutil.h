@@ -34,6 +34,22 @@ bool tu_ok(const char *label, const kiln_tensor *t);
 /* Loads tests/fixtures/<name>.npy; fails the test if it cannot. */
 kiln_tensor *tu_fixture(const char *name);
 
+/* A shape literal: TU_SHAPE(2, 3). */
+#define TU_SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+
+/* splitmix64, independent of kiln's own generator: the next 64 bits, and a
+ * double in [0, 1). */
+uint64_t tu_rng_next(uint64_t *state);
+double tu_rng_unit(uint64_t *state);
+int64_t tu_numel(int ndim, const int64_t *shape);
+
+/* Tensors handed to tu_track are released by tu_release_tracked, a cmocka
+ * teardown, so a test that fails an assertion midway leaks nothing either
+ * and the LSan build stays meaningful. The teardown also switches this
+ * thread back to the optimised kernels. */
+kiln_tensor *tu_track(kiln_tensor *t);
+int tu_release_tracked(void **state);
+
 #define TU_CLOSE(got, want, rtol, atol) assert_true(tu_close(#got, (got), (want), (rtol), (atol)))
 #define TU_OK(t) assert_true(tu_ok(#t, (t)))
 /* Asserts that t failed with status st and that its message contains text. */
