@@ -15,6 +15,12 @@
  * at kiln_scope_end; kiln_keep moves a handle out to the enclosing scope (or to
  * the caller when no scope encloses it). Handles may be shared between threads;
  * the reference count is atomic. Scopes are per thread.
+ *
+ * Threads: every function may be called from any thread, except
+ * kiln_set_allocator, which must be called before others run. kiln runs
+ * large kernels on its own pool of KILN_NUM_THREADS threads (default: one
+ * per CPU) and sets OpenBLAS to one thread when it loads, so the two do not
+ * compete for cores; a program that calls OpenBLAS itself may raise that.
  */
 #ifndef KILN_H
 #define KILN_H
