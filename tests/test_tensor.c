@@ -1026,12 +1026,35 @@ static void random_order_across_generators(void **state) {
   kiln_generator_free(h2);
 }
 
+/* The fill kernels against their element-at-a-time references, every dtype:
+ * exact, since both compute each element from the same closed form (the
+ * reference in long double, which rounds to the same double here). */
+static void creation_kernels_match_reference(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  for (int dt = 0; dt < KILN_DTYPE_COUNT; dt++) {
+    kiln_tensor *got[4], *want[4];
+    for (int ref = 0; ref < 2; ref++) {
+      bool old = kiln_use_reference_kernels(ref);
+      kiln_tensor **t = ref ? want : got;
+      t[0] = kiln_full((kiln_dtype)dt, 2, TU_SHAPE(3, 5), 2.5);
+      t[1] = kiln_arange(-3, 7, 0.5, (kiln_dtype)dt);
+      t[2] = kiln_linspace(-1, 2, 13, (kiln_dtype)dt);
+      t[3] = kiln_eye(4, 6, (kiln_dtype)dt);
+      kiln_use_reference_kernels(old);
+    }
+    for (int i = 0; i < 4; i++) TU_CLOSE(got[i], want[i], 0, 0);
+  }
+  kiln_scope_end();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(creation_full_zeros_ones),
       cmocka_unit_test(creation_arange),
       cmocka_unit_test(creation_linspace),
       cmocka_unit_test(creation_eye),
+      cmocka_unit_test(creation_kernels_match_reference),
       cmocka_unit_test(creation_from_data_every_dtype),
       cmocka_unit_test(view_reshape),
       cmocka_unit_test(view_transpose_permute),

@@ -1,6 +1,7 @@
-/* Fill kernels. Each writes a contiguous output of any dtype. The value of
- * element i depends only on i and the attributes, so no reference twin is
- * kept: the tests check these against closed forms. */
+/* Fill kernels. Each writes a contiguous output of any dtype; the value of
+ * element i depends only on i and the attributes. The random kernel has no
+ * reference twin: its definition is the Philox stream, which the tests check
+ * against an independent implementation of Philox. */
 #include "kernels/fill.h"
 
 #include <math.h>
@@ -66,4 +67,27 @@ void kk_random(const kk_view *out, kk_random_kind kind, uint64_t seed, uint64_t 
       v = nextafterf((float)b, (float)a); /* rounding to float must not reach the open bound */
     kk_set_f64(out->dtype, out->data + i * (int64_t)es, v);
   }
+}
+
+void kk_fill_ref(const kk_view *out, double value) {
+  int64_t n = kk_numel(out);
+  for (int64_t i = 0; i < n; i++) kk_set_f64(out->dtype, kk_element(out, i), value);
+}
+
+void kk_arange_ref(const kk_view *out, double start, double step) {
+  int64_t n = kk_numel(out);
+  for (int64_t i = 0; i < n; i++) kk_set_f64(out->dtype, kk_element(out, i), (double)(start + (long double)i * step));
+}
+
+void kk_linspace_ref(const kk_view *out, double start, double stop) {
+  int64_t n = kk_numel(out);
+  for (int64_t i = 0; i < n; i++) {
+    long double t = n > 1 ? (long double)i / (long double)(n - 1) : 0;
+    kk_set_f64(out->dtype, kk_element(out, i), (double)(start + (stop - (long double)start) * t));
+  }
+}
+
+void kk_eye_ref(const kk_view *out) {
+  int64_t n = kk_numel(out), cols = out->shape[1];
+  for (int64_t i = 0; i < n; i++) kk_set_f64(out->dtype, kk_element(out, i), i / cols == i % cols ? 1 : 0);
 }

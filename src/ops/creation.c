@@ -67,24 +67,42 @@ static kiln_status eye_kernel(const kiln_op_call *c) {
   kk_eye(&c->out[0]);
   return KILN_OK;
 }
+static kiln_status full_reference(const kiln_op_call *c) {
+  kk_fill_ref(&c->out[0], c->attrs[2].f);
+  return KILN_OK;
+}
+static kiln_status arange_reference(const kiln_op_call *c) {
+  kk_arange_ref(&c->out[0], c->attrs[2].f, c->attrs[4].f);
+  return KILN_OK;
+}
+static kiln_status linspace_reference(const kiln_op_call *c) {
+  kk_linspace_ref(&c->out[0], c->attrs[2].f, c->attrs[3].f);
+  return KILN_OK;
+}
+static kiln_status eye_reference(const kiln_op_call *c) {
+  kk_eye_ref(&c->out[0]);
+  return KILN_OK;
+}
 static kiln_status random_kernel(const kiln_op_call *c) {
   kk_random(&c->out[0], (kk_random_kind)c->def->code, (uint64_t)c->attrs[4].i, (uint64_t)c->attrs[5].i, c->attrs[2].f,
             c->attrs[3].f);
   return KILN_OK;
 }
 
-#define CREATION(opname, ATTRS, INFER, KERNEL, CODE, FLAGS)                                                   \
+#define CREATION(opname, ATTRS, INFER, KERNEL, REFERENCE, CODE, FLAGS)                                        \
   const kiln_op_def kiln_opdef_##opname = {.name = #opname, .n_outputs = 1, .attrs = ATTRS,                 \
                                            .n_attrs = KILN_COUNTOF(ATTRS), .flags = FLAGS, .code = CODE,   \
-                                           .infer = INFER, .kernel = KERNEL, .reference = KERNEL};
+                                           .infer = INFER, .kernel = KERNEL, .reference = REFERENCE};
 
-CREATION(full, full_attrs, shape_infer, full_kernel, 0, 0)
-CREATION(arange, arange_attrs, shape_infer, arange_kernel, 0, 0)
-CREATION(linspace, linspace_attrs, shape_infer, linspace_kernel, 0, 0)
-CREATION(eye, eye_attrs, shape_infer, eye_kernel, 0, 0)
-CREATION(random_uniform, random_attrs, random_infer, random_kernel, KK_RANDOM_UNIFORM, KILN_OP_RANDOM)
-CREATION(random_normal, random_attrs, random_infer, random_kernel, KK_RANDOM_NORMAL, KILN_OP_RANDOM)
-CREATION(random_bernoulli, random_attrs, random_infer, random_kernel, KK_RANDOM_BERNOULLI, KILN_OP_RANDOM)
+CREATION(full, full_attrs, shape_infer, full_kernel, full_reference, 0, 0)
+CREATION(arange, arange_attrs, shape_infer, arange_kernel, arange_reference, 0, 0)
+CREATION(linspace, linspace_attrs, shape_infer, linspace_kernel, linspace_reference, 0, 0)
+CREATION(eye, eye_attrs, shape_infer, eye_kernel, eye_reference, 0, 0)
+/* The random ops' reference is the Philox stream itself (see fill.c). */
+CREATION(random_uniform, random_attrs, random_infer, random_kernel, random_kernel, KK_RANDOM_UNIFORM, KILN_OP_RANDOM)
+CREATION(random_normal, random_attrs, random_infer, random_kernel, random_kernel, KK_RANDOM_NORMAL, KILN_OP_RANDOM)
+CREATION(random_bernoulli, random_attrs, random_infer, random_kernel, random_kernel, KK_RANDOM_BERNOULLI,
+         KILN_OP_RANDOM)
 
 /* Checks the public shape arguments before they become an attribute. */
 static kiln_tensor *bad_shape(const char *fn, int ndim, const int64_t *shape) {
