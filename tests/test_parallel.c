@@ -138,6 +138,31 @@ static void conv_channel_lane_tiles(void **state) {
   kiln_scope_end();
 }
 
+/* Reductions large enough to split over their kept dims, against the
+ * reference (double accumulation both; float32 results agree to rounding). */
+static void parallel_reductions_match_reference(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_tensor *x = tu_random(KILN_F32, 3, TU_SHAPE(40, 90, 60), 21, -3, 3);
+  kiln_tensor *xi = tu_random(KILN_I32, 2, TU_SHAPE(700, 300), 22, -1000, 1000);
+  int last[1] = {2}, first[1] = {0}, mid[2] = {0, 2};
+  for (int ref = 0; ref < 2; ref++) {
+    static kiln_tensor *r[2][7];
+    bool old = kiln_use_reference_kernels(ref);
+    r[ref][0] = kiln_sum(x, 1, last, false);
+    r[ref][1] = kiln_mean(x, 1, first, true);
+    r[ref][2] = kiln_var(x, 2, mid, false, 1);
+    r[ref][3] = kiln_logsumexp(x, 1, last, true);
+    r[ref][4] = kiln_max(x, 1, first, false);
+    r[ref][5] = kiln_sum(xi, 1, (int[]){1}, false);
+    r[ref][6] = kiln_prod(kiln_cast(xi, KILN_I64), 1, (int[]){0}, false);
+    kiln_use_reference_kernels(old);
+    if (ref == 1)
+      for (int i = 0; i < 7; i++) TU_CLOSE(r[0][i], r[1][i], i < 5 ? 1e-6 : 0, i < 5 ? 1e-6 : 0);
+  }
+  kiln_scope_end();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_index_once),
@@ -145,6 +170,7 @@ int main(void) {
       cmocka_unit_test(concurrent_callers),
       cmocka_unit_test(parallel_kernels_match_reference),
       cmocka_unit_test(conv_channel_lane_tiles),
+      cmocka_unit_test(parallel_reductions_match_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,25 +98,27 @@ static void foreach_part(void *ctx, int64_t begin, int64_t end, int worker) {
   kk_foreach(j->nops, subp, shape, j->ndim, j->fn, j->ctx);
 }
 
-/* kk_foreach split across the pool along the first dim longer than 1, for
- * kernels whose elements are independent (each writes only its own output
- * element), so the split changes no result. fn must tolerate running
- * concurrently on one ctx. */
-static void foreach_parallel(int nops, const kk_view *const *views, const int64_t *shape, int ndim, kk_inner_fn fn,
-                             void *ctx) {
+void kk_foreach_split(int nops, const kk_view *const *views, const int64_t *shape, int ndim, int split,
+                      kk_inner_fn fn, void *ctx) {
   int64_t numel = 1;
-  int split = -1;
-  for (int d = 0; d < ndim; d++) {
-    numel *= shape[d];
-    if (split < 0 && shape[d] > 1) split = d;
-  }
-  if (split < 0 || numel < 2 * PARALLEL_MIN_ELEMS) {
+  for (int d = 0; d < ndim; d++) numel *= shape[d];
+  if (split < 0 || split >= ndim || shape[split] < 2 || numel < 2 * PARALLEL_MIN_ELEMS) {
     kk_foreach(nops, views, shape, ndim, fn, ctx);
     return;
   }
   int64_t per_index = numel / shape[split];
   foreach_job job = {nops, views, shape, ndim, split, fn, ctx};
   kiln_parallel_for(shape[split], (PARALLEL_MIN_ELEMS + per_index - 1) / per_index, foreach_part, &job);
+}
+
+/* Elementwise kernels split along the first dim longer than 1: each element
+ * writes only its own output, so any split gives the same result. */
+static void foreach_parallel(int nops, const kk_view *const *views, const int64_t *shape, int ndim, kk_inner_fn fn,
+                             void *ctx) {
+  int split = -1;
+  for (int d = 0; d < ndim && split < 0; d++)
+    if (shape[d] > 1) split = d;
+  kk_foreach_split(nops, views, shape, ndim, split, fn, ctx);
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -51,5 +51,12 @@ kk_view kk_broadcast_view(const kk_view *x, const kk_view *out);
  * pointers and their inner byte strides. */
 typedef void (*kk_inner_fn)(int64_t n, char **ptrs, const int64_t *strides, void *ctx);
 void kk_foreach(int nops, const kk_view *const *views, const int64_t *shape, int ndim, kk_inner_fn fn, void *ctx);
+/* The same, split across kiln's pool along dim `split` when the work is
+ * large enough (serial otherwise, or when split < 0). Each share walks its
+ * elements in kk_foreach's order, so a kernel whose elements at different
+ * indices of `split` touch different outputs gets the same bits as serial.
+ * fn must tolerate running concurrently on one ctx. */
+void kk_foreach_split(int nops, const kk_view *const *views, const int64_t *shape, int ndim, int split,
+                      kk_inner_fn fn, void *ctx);
 
 #endif

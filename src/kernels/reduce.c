@@ -85,10 +85,17 @@ static kk_view acc_view(const kk_view *x, const bool *reduced, void *buf, kiln_d
   return v;
 }
 
+/* Split across the pool along the first kept dim: each share then owns its
+ * own accumulator slots and visits their elements in the serial order, so
+ * the bits are those of a serial run whatever the thread count. Reductions
+ * to a single value stay serial. */
 static void run_pass(pass_kind kind, const kk_view *x, const kk_view *acc, const kk_view *aux) {
   pass_ctx c = {kind, x->dtype};
   const kk_view *v[3] = {x, acc, aux};
-  kk_foreach(3, v, x->shape, x->ndim, kk_is_float(x->dtype) ? pass_inner : pass_int_inner, &c);
+  int split = -1;
+  for (int d = 0; d < x->ndim && split < 0; d++)
+    if (acc->strides[d] != 0 && x->shape[d] > 1) split = d;
+  kk_foreach_split(3, v, x->shape, x->ndim, split, kk_is_float(x->dtype) ? pass_inner : pass_int_inner, &c);
 }
 
 static void fill_double(double *a, int64_t n, double v) {
