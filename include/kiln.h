@@ -297,7 +297,8 @@ KILN_API kiln_status kiln_split(kiln_tensor *x, int axis, int n, const int64_t *
  * out.shape = x.shape[:axis] + indices.shape + x.shape[axis+1:]. Negative
  * indices count from the end; one out of range fails the op. */
 KILN_API kiln_tensor *kiln_take(kiln_tensor *x, kiln_tensor *indices, int axis);
-/* torch.gather: out[i][j] = x[i][index[i][j]] along axis (same ndim). */
+/* torch.gather: out[i][j] = x[i][index[i][j]] along axis (same ndim), except
+ * that negative indices count from the end, as in ONNX GatherElements. */
 KILN_API kiln_tensor *kiln_gather(kiln_tensor *x, int axis, kiln_tensor *index);
 /* indices (integer, any shape) -> float32 of shape indices.shape + [depth]. */
 KILN_API kiln_tensor *kiln_one_hot(kiln_tensor *indices, int64_t depth, kiln_dtype dt);

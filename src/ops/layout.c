@@ -243,6 +243,10 @@ static kiln_status squeeze_infer(const kiln_op_call *c, kiln_out_desc *out) {
   if (c->attrs[0].i != KILN_ALL_AXES) {
     kiln_status st = kiln_op_axis(c, c->attrs[0].i, x->ndim, &only);
     if (st != KILN_OK) return st;
+    if (x->ndim == 0) { /* axis 0 or -1 of a 0-d tensor: nothing to squeeze, as in torch */
+      copy_shape(out, x);
+      return KILN_OK;
+    }
     if (x->shape[only] != 1)
       return kiln_op_fail(c, KILN_ERR_SHAPE, "axis %d has size %lld, not 1", only, (long long)x->shape[only]);
   }

@@ -34,20 +34,28 @@ kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const 
   if (ndim < 0 || ndim > KILN_MAX_DIMS)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %d dims (kiln supports 0 to %d)", op, ndim, KILN_MAX_DIMS);
   if (ndim > 0 && !shape) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: shape is NULL", op);
-  int64_t n = 1;
+  /* The product of the nonzero dims must fit too, even when a zero dim
+   * makes the count 0: strides are computed from it (numpy refuses such
+   * shapes as well). */
+  int64_t nonzero = 1;
+  bool empty = false;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0)
       return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: negative dim in shape %s", op,
                          kiln_shape_str(buf, sizeof buf, ndim, shape));
-    if (!kiln_mul_i64(n, shape[i], &n))
+    if (shape[i] == 0) {
+      empty = true;
+      continue;
+    }
+    if (!kiln_mul_i64(nonzero, shape[i], &nonzero))
       return kiln_errorf(KILN_ERR_OVERFLOW, "%s: element count of shape %s overflows", op,
                          kiln_shape_str(buf, sizeof buf, ndim, shape));
   }
   int64_t bytes;
-  if (!kiln_mul_i64(n, (int64_t)dtype_sizes[dt], &bytes))
+  if (!kiln_mul_i64(nonzero, (int64_t)dtype_sizes[dt], &bytes))
     return kiln_errorf(KILN_ERR_OVERFLOW, "%s: byte size of shape %s overflows", op,
                        kiln_shape_str(buf, sizeof buf, ndim, shape));
-  *numel = n;
+  *numel = empty ? 0 : nonzero;
   return KILN_OK;
 }
 
