@@ -346,6 +346,73 @@ KILN_API kiln_tensor *kiln_batch_norm_train(kiln_tensor *x, kiln_tensor *gamma, 
 /* Zeroes each element with probability p and scales the rest by 1/(1-p). */
 KILN_API kiln_tensor *kiln_dropout(kiln_generator *gen, kiln_tensor *x, double p);
 
+/* ---------------------------------------------------------------- engine */
+
+/* The dependency engine (MXNet's threaded engine): work is pushed with the
+ * variables it reads and writes and the push returns at once; work on one
+ * variable runs in push order, reads together, a write alone; independent
+ * work runs in parallel on the engine's workers. Every eager op is pushed to
+ * the default engine: an op returns its output handle (shape and dtype
+ * known) before the values exist, and reading a value waits for it.
+ *
+ * A pushed function that fails (returns a status other than KILN_OK, with a
+ * message from the thread's kiln_last_error) marks the variables it writes as
+ * failed; work that reads a failed variable is skipped and passes the failure
+ * on. kiln_engine_wait_var returns a variable's failure; wait_all returns the
+ * first failure not yet returned by any wait, with the count of others, so no
+ * failure is lost or reported twice. The engine works normally afterwards.
+ * All functions are thread-safe. */
+typedef struct kiln_engine kiln_engine;
+typedef struct kiln_engine_var kiln_engine_var;
+
+typedef enum {
+  KILN_ENGINE_THREADED = 0, /* worker threads run pushed work */
+  KILN_ENGINE_NAIVE,        /* the pushing thread runs it at once, for debugging */
+} kiln_engine_mode;
+
+typedef struct {
+  kiln_engine_mode mode;
+  int workers; /* engine worker threads (threaded mode); 0 = the default split */
+  int threads; /* the whole thread budget: workers plus intra-op helpers; 0 = one per CPU */
+} kiln_engine_params;
+/* mode from KILN_ENGINE ("naive" or "threaded"), threads from
+ * KILN_NUM_THREADS, workers from KILN_ENGINE_WORKERS, else the defaults. */
+KILN_API kiln_engine_params kiln_engine_params_default(void);
+
+KILN_API kiln_engine *kiln_engine_new(const kiln_engine_params *p); /* NULL + kiln_last_error on failure */
+/* Waits for all pushed work, then frees the engine. Variables still alive
+ * are freed with it. NULL does nothing. */
+KILN_API void kiln_engine_free(kiln_engine *e);
+/* The engine the eager API uses, created on first use from
+ * kiln_engine_params_default(). */
+KILN_API kiln_engine *kiln_default_engine(void);
+
+KILN_API kiln_engine_var *kiln_engine_new_var(kiln_engine *e);
+/* The variable goes away after the work already pushed on it; on_delete(data)
+ * (may be NULL) runs then, on a worker. No work may be pushed on it after. */
+KILN_API kiln_status kiln_engine_delete_var(kiln_engine *e, kiln_engine_var *v, void (*on_delete)(void *data), void *data);
+
+typedef kiln_status (*kiln_engine_fn)(void *data);
+/* Runs fn(data) once every earlier push on the same variables allows: reads
+ * after the writes before them, a write after every read and write before it.
+ * done(data) (may be NULL) runs after fn, or instead of it when fn is
+ * skipped because a read variable failed; it is the place to free data.
+ * Higher priority runs first among ready work. name (static storage) names
+ * the work in errors and the profiler. Fails only on bad arguments or out of
+ * memory, and then runs neither fn nor done. */
+KILN_API kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(void *data), void *data,
+                                      kiln_engine_var *const *reads, int n_reads, kiln_engine_var *const *writes, int n_writes,
+                                      const char *name, int priority);
+/* Waits until the work pushed so far that writes v has run; returns v's
+ * failure, if any (its message from kiln_last_error). */
+KILN_API kiln_status kiln_engine_wait_var(kiln_engine *e, kiln_engine_var *v);
+KILN_API kiln_status kiln_engine_wait_all(kiln_engine *e);
+
+/* The barriers of the eager API: wait for t's value (returns its failure,
+ * if any), and for everything pushed to the default engine. */
+KILN_API kiln_status kiln_wait_to_read(const kiln_tensor *t);
+KILN_API kiln_status kiln_waitall(void);
+
 /* ---------------------------------------------------------------- kernels */
 
 /* Every op has an optimised kernel and a plain reference kernel. Ops created

@@ -97,11 +97,18 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+static int configured; /* participants asked for by kiln_parallel_set_threads, or 0 */
+
+void kiln_parallel_set_threads(int participants) {
+  if (participants >= 1) configured = participants;
+}
+
 static void pool_start(void) {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int workers = cpus > 0 ? (int)cpus : 1;
   const char *env = getenv("KILN_NUM_THREADS");
   if (env && atoi(env) >= 1) workers = atoi(env);
+  if (configured) workers = configured;
   if (workers > MAX_WORKERS) workers = MAX_WORKERS;
   pool.workers = 1;
   for (int w = 1; w < workers; w++) {

@@ -10,9 +10,13 @@
  * kiln_parallel_workers()), so per-worker scratch can be indexed by it. */
 typedef void (*kiln_parallel_fn)(void *ctx, int64_t begin, int64_t end, int worker);
 
-/* Participants a parallel loop uses: KILN_NUM_THREADS if set (>= 1), else
- * the number of online CPUs. */
+/* Participants a parallel loop uses: what kiln_parallel_set_threads asked
+ * for, else KILN_NUM_THREADS if set (>= 1), else the number of online CPUs. */
 int kiln_parallel_workers(void);
+/* Sets the participants (the calling thread plus helpers) before the pool
+ * starts; the default engine gives it the thread budget its workers leave.
+ * No effect once the pool has started. Not thread-safe: call it first. */
+void kiln_parallel_set_threads(int participants);
 
 /* Runs fn over [0, n) in contiguous chunks, one per participant, when n is
  * at least 2 * grain; otherwise, or while another parallel loop is running
