@@ -75,7 +75,10 @@ KILN_API const char *kiln_last_error(void);
 
 /* Allocation goes through one hook so tests can inject failures. Passing NULL
  * restores the default (aligned malloc). Not thread-safe against concurrent
- * allocation: set it before using kiln from other threads. */
+ * allocation: call kiln_waitall() first, so no pushed work is still
+ * allocating or freeing, and set it before using kiln from other threads.
+ * The engine's own bookkeeping (pooled op records and variables) does not
+ * go through the hook. */
 typedef void *(*kiln_alloc_fn)(size_t size, size_t align, void *user);
 typedef void (*kiln_free_fn)(void *ptr, void *user);
 KILN_API void kiln_set_allocator(kiln_alloc_fn alloc, kiln_free_fn free_fn, void *user);

@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "kernels/nn.h" /* kk_conv2d_use_simd */
+#include <stdatomic.h>
+
 #include "testutil.h"
 
 #define F32_RTOL 1e-4
@@ -864,11 +866,13 @@ static void zero_size_batches(void **state) {
 
 /* ------------------------------------------------------------ allocation failures */
 
-static long alloc_count, fail_at;
+/* alloc_count is atomic: kernels allocate scratch on engine workers. */
+static atomic_long alloc_count;
+static long fail_at;
 
 static void *failing_alloc(size_t size, size_t align, void *user) {
   (void)user;
-  if (alloc_count++ == fail_at) return NULL;
+  if (atomic_fetch_add(&alloc_count, 1) == fail_at) return NULL;
   void *p = NULL;
   return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
 }
@@ -884,8 +888,10 @@ static void plain_free(void *ptr, void *user) {
   do {                                                                                              \
     for (fail_at = 0;; fail_at++) {                                                                 \
       alloc_count = 0;                                                                              \
+      kiln_waitall(); /* nothing in flight while the allocator changes */                          \
       kiln_set_allocator(failing_alloc, plain_free, NULL);                                          \
       kiln_tensor *r_ = (expr);                                                                     \
+      kiln_waitall(); /* the op's kernel allocates on an engine worker */                           \
       kiln_set_allocator(NULL, NULL, NULL);                                                         \
       kiln_status st_ = kiln_tensor_status(r_);                                                     \
       if (st_ != KILN_OK && st_ != KILN_ERR_OUT_OF_MEMORY)                                          \

@@ -13,6 +13,8 @@
 
 #include "kernels/random.h"
 #include "tensor/tensor.h"
+#include <stdatomic.h>
+
 #include "testutil.h"
 
 /* ------------------------------------------------------------------ helpers */
@@ -689,7 +691,7 @@ static void printer_truncation_and_failure(void **state) {
 
 /* A counting allocator: live allocations must return to the baseline, which
  * proves release without relying on LSan (so Release builds check it too). */
-static long live_allocs;
+static atomic_long live_allocs; /* engine workers free storage too */
 static void *count_alloc(size_t size, size_t align, void *user) {
   (void)user;
   void *p = NULL;
@@ -705,6 +707,7 @@ static void count_free(void *p, void *user) {
 
 static void scopes_release_everything(void **state) {
   (void)state;
+  kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(count_alloc, count_free, NULL);
   long base = live_allocs;
   kiln_tensor *keep_outside = kiln_ones(KILN_F32, 1, (int64_t[]){8});
@@ -723,15 +726,19 @@ static void scopes_release_everything(void **state) {
   assert_true(tu_close_values("loop result", acc, want, 8, 0, 0));
   assert_true(live_allocs > base + 100);
   assert_int_equal(kiln_scope_end(), KILN_OK);
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, base + 2); /* keep_outside: header, storage with its data inline */
   TU_OK(keep_outside);
   kiln_tensor_release(keep_outside);
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, base);
+  kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(NULL, NULL, NULL);
 }
 
 static void scopes_keep_and_nest(void **state) {
   (void)state;
+  kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(count_alloc, count_free, NULL);
   long base = live_allocs;
   /* kiln_keep with no enclosing scope hands the tensor to the caller. */
@@ -742,6 +749,7 @@ static void scopes_keep_and_nest(void **state) {
   double four[3] = {4, 4, 4};
   assert_true(tu_close_values("kept", k, four, 3, 0, 0));
   kiln_tensor_release(k);
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, base);
 
   /* Nested: the kept tensor moves to the outer scope and dies with it. */
@@ -756,12 +764,14 @@ static void scopes_keep_and_nest(void **state) {
   assert_int_equal(kiln_scope_end(), KILN_OK);
   assert_int_equal(kiln_scope_end(), KILN_OK);
   /* tmp and neg(b) are gone; b (2 allocations) survives in the outer scope. */
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, before_inner + 2);
   double eighteen[2] = {18, 18};
   assert_true(tu_close_values("kept into outer scope", b, eighteen, 2, 0, 0));
   kiln_tensor *c = kiln_add(b, b);
   assert_int_equal(kiln_scope_end(), KILN_OK);
   (void)c;
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, base);
 
   /* A handle retained by the caller outlives the scope that created it. */
@@ -771,6 +781,7 @@ static void scopes_keep_and_nest(void **state) {
   double ones[2] = {1, 1};
   assert_true(tu_close_values("retained", r, ones, 2, 0, 0));
   kiln_tensor_release(r);
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, base);
 
   /* A failing op inside a scope is released by it too. */
@@ -781,7 +792,9 @@ static void scopes_keep_and_nest(void **state) {
   assert_int_equal(kiln_tensor_status(bad), KILN_ERR_SHAPE);
   (void)kiln_exp(bad);
   assert_int_equal(kiln_scope_end(), KILN_OK);
+  kiln_waitall(); /* storage is freed by the engine after pending work */
   assert_int_equal(live_allocs, base);
+  kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(NULL, NULL, NULL);
 }
 

@@ -13,7 +13,10 @@
  * work runs, so a pushed function may itself push (a release that deletes a
  * variable does). Ops, dependencies and variables come from free lists that
  * are never shrunk while the engine lives: no allocation per push at steady
- * state.
+ * state. Those pools use malloc directly rather than kiln's allocation hook:
+ * they are bounded by the peak of work in flight and never shrink while the
+ * engine lives, so through the hook they would make a counting allocator's
+ * totals depend on scheduling.
  *
  * Failures: an op that fails creates an error record (status and "op: message")
  * and points the variables it writes at it; an op that reads a failed
@@ -26,6 +29,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Engine bookkeeping bypasses the allocation hook (see the top). */
+#define pool_alloc(size) malloc(size)
+#define pool_free(ptr) free(ptr)
 
 #include "base/parallel.h"
 #include "engine/engine.h"
@@ -103,7 +110,7 @@ static int64_t now_ns(void) {
 /* ------------------------------------------------------------ error records (lock held) */
 
 static void record_release(err_record *r) {
-  if (r && --r->refs == 0) kiln_free(r);
+  if (r && --r->refs == 0) pool_free(r);
 }
 
 static void record_unlink(kiln_engine *e, err_record *r) {
@@ -201,18 +208,18 @@ static engine_op *op_alloc(kiln_engine *e, int n_vars) {
   if (op && op->capacity >= n_vars) {
     e->free_ops = op->next;
   } else {
-    op = kiln_alloc(sizeof *op);
+    op = pool_alloc(sizeof *op);
     if (!op) return NULL;
     op->capacity = INLINE_DEPS;
     op->vars = op->inline_vars;
     op->deps = op->inline_deps;
     if (n_vars > INLINE_DEPS) {
-      op->vars = kiln_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
-      op->deps = kiln_alloc(sizeof(dep) * (size_t)n_vars);
+      op->vars = pool_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
+      op->deps = pool_alloc(sizeof(dep) * (size_t)n_vars);
       if (!op->vars || !op->deps) {
-        if (op->vars != op->inline_vars) kiln_free(op->vars);
-        if (op->deps != op->inline_deps) kiln_free(op->deps);
-        kiln_free(op);
+        if (op->vars != op->inline_vars) pool_free(op->vars);
+        if (op->deps != op->inline_deps) pool_free(op->deps);
+        pool_free(op);
         return NULL;
       }
       op->capacity = n_vars;
@@ -224,9 +231,9 @@ static engine_op *op_alloc(kiln_engine *e, int n_vars) {
 static void op_free(kiln_engine *e, engine_op *op) {
   if (op->capacity > INLINE_DEPS) {
     /* Large ops are rare: return their arrays rather than pool them. */
-    kiln_free(op->vars);
-    kiln_free(op->deps);
-    kiln_free(op);
+    pool_free(op->vars);
+    pool_free(op->deps);
+    pool_free(op);
     return;
   }
   op->next = e->free_ops;
@@ -247,7 +254,7 @@ static void run_op(kiln_engine *e, engine_op *op, int worker) {
     kiln_error_clear();
     kiln_status st = op->fn(op->data);
     if (st != KILN_OK) {
-      outcome = kiln_alloc(sizeof *outcome);
+      outcome = pool_alloc(sizeof *outcome);
       if (outcome) {
         outcome->refs = 1; /* the unreported list's */
         outcome->status = st;
@@ -325,7 +332,7 @@ typedef struct {
 static void *worker_main(void *arg) {
   kiln_engine *e = ((worker_arg *)arg)->engine;
   int index = ((worker_arg *)arg)->index;
-  kiln_free(arg);
+  pool_free(arg);
   pthread_mutex_lock(&e->lock);
   for (;;) {
     while (!e->ready_head && !e->shutdown) {
@@ -386,7 +393,7 @@ kiln_engine *kiln_engine_new(const kiln_engine_params *params) {
   }
   int threads = p.threads ? p.threads : cpu_count();
   int workers = p.mode == KILN_ENGINE_NAIVE ? 0 : p.workers ? p.workers : default_workers(threads);
-  kiln_engine *e = kiln_calloc(1, sizeof *e);
+  kiln_engine *e = calloc(1, sizeof *e);
   if (!e) {
     kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_engine_new: out of memory");
     return NULL;
@@ -397,16 +404,16 @@ kiln_engine *kiln_engine_new(const kiln_engine_params *params) {
   pthread_cond_init(&e->done_cv, NULL);
   e->profiler = engine_profiler_from_env();
   if (workers > 0) {
-    e->threads = kiln_calloc((size_t)workers, sizeof(pthread_t));
+    e->threads = calloc((size_t)workers, sizeof(pthread_t));
     if (!e->threads) {
       kiln_engine_free(e);
       kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_engine_new: out of memory");
       return NULL;
     }
     for (int i = 0; i < workers; i++) {
-      worker_arg *arg = kiln_alloc(sizeof *arg);
+      worker_arg *arg = pool_alloc(sizeof *arg);
       if (!arg || pthread_create(&e->threads[i], NULL, worker_main, arg ? (*arg = (worker_arg){e, i}, arg) : NULL) != 0) {
-        kiln_free(arg);
+        pool_free(arg);
         kiln_engine_free(e);
         kiln_errorf(KILN_ERR_INTERNAL, "kiln_engine_new: cannot start worker %d", i);
         return NULL;
@@ -425,20 +432,20 @@ void kiln_engine_free(kiln_engine *e) {
   pthread_cond_broadcast(&e->work_cv);
   pthread_mutex_unlock(&e->lock);
   for (int i = 0; i < e->n_workers; i++) pthread_join(e->threads[i], NULL);
-  kiln_free(e->threads);
+  pool_free(e->threads);
   while (e->free_ops) {
     engine_op *op = e->free_ops;
     e->free_ops = op->next;
-    kiln_free(op);
+    pool_free(op);
   }
   for (kiln_engine_var *v = e->live_vars, *next; v; v = next) {
     next = v->next;
     record_release(v->failure);
-    kiln_free(v);
+    pool_free(v);
   }
   for (kiln_engine_var *v = e->free_vars, *next; v; v = next) {
     next = v->next;
-    kiln_free(v);
+    pool_free(v);
   }
   for (err_record *r = e->unreported_head, *next; r; r = next) {
     next = r->next_unreported;
@@ -448,7 +455,7 @@ void kiln_engine_free(kiln_engine *e) {
   pthread_cond_destroy(&e->work_cv);
   pthread_cond_destroy(&e->done_cv);
   pthread_mutex_destroy(&e->lock);
-  kiln_free(e);
+  pool_free(e);
 }
 
 bool engine_is_naive(const kiln_engine *e) { return e->mode == KILN_ENGINE_NAIVE; }
@@ -461,7 +468,7 @@ kiln_engine_var *kiln_engine_new_var(kiln_engine *e) {
   pthread_mutex_lock(&e->lock);
   kiln_engine_var *v = e->free_vars;
   if (v) e->free_vars = v->next;
-  else v = kiln_alloc(sizeof *v);
+  else v = pool_alloc(sizeof *v);
   if (v) {
     memset(v, 0, sizeof *v);
     v->next = e->live_vars;
@@ -527,7 +534,7 @@ kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(voi
   kiln_engine_var **wv = nw <= INLINE_DEPS ? w_tmp : NULL;
   if (!wv) {
     /* Reads go first in vars: move the writes to the end afterwards. */
-    wv = kiln_alloc(sizeof(kiln_engine_var *) * (size_t)nw);
+    wv = pool_alloc(sizeof(kiln_engine_var *) * (size_t)nw);
     if (!wv) {
       op_free(e, op);
       pthread_mutex_unlock(&e->lock);
@@ -538,7 +545,7 @@ kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(voi
   for (int i = 0; i < n_reads; i++)
     if (!listed(reads, i, reads[i]) && !listed(wv, nw, reads[i])) op->vars[op->n_reads++] = reads[i];
   memcpy(op->vars + op->n_reads, wv, sizeof(kiln_engine_var *) * (size_t)nw);
-  if (wv != w_tmp) kiln_free(wv);
+  if (wv != w_tmp) pool_free(wv);
   attach(e, op);
   pthread_mutex_unlock(&e->lock);
   if (e->mode == KILN_ENGINE_NAIVE) drain_inline(e);

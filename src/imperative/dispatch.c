@@ -1,9 +1,17 @@
-/* Eager dispatch. Today the kernel runs in the caller; 2/8 pushes it to the
- * engine, with this function keeping the same shape: check, infer, allocate,
- * run. */
+/* Eager dispatch: check the inputs, infer the outputs, allocate them (all
+ * in the caller, so shapes, dtypes and usage errors are known at once), then
+ * push the kernel to the default engine with the inputs' storage variables
+ * as reads and the outputs' as writes, and return. The kernel runs when
+ * those allow; a storage released meanwhile is freed by the engine after
+ * it. */
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine.h"
 #include "imperative/dispatch.h"
+
+enum { LOCAL_VIEWS = 8 };
 
 static _Thread_local bool use_reference;
 
@@ -30,11 +38,86 @@ void kiln_attr_set_ints(kiln_attr_value *v, int n, const int64_t *ints) {
   for (int i = 0; i < n && i < KILN_MAX_ATTR_INTS; i++) v->ints[i] = ints[i];
 }
 
+/* ------------------------------------------------------------ pushed work */
+
+/* An op call that outlives kiln_dispatch: the call with its views, kept
+ * until the engine has run it. Pooled, so a push allocates nothing at
+ * steady state. */
+typedef struct pushed_call {
+  kiln_op_call call;
+  kk_view local_in[LOCAL_VIEWS], local_out[LOCAL_VIEWS];
+  struct pushed_call *next_free;
+} pushed_call;
+
+static struct {
+  pthread_mutex_t lock;
+  pushed_call *free;
+} call_pool = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
+static pushed_call *call_get(void) {
+  pthread_mutex_lock(&call_pool.lock);
+  pushed_call *p = call_pool.free;
+  if (p) call_pool.free = p->next_free;
+  pthread_mutex_unlock(&call_pool.lock);
+  return p ? p : malloc(sizeof *p); /* pooled: bypasses the hook, as the engine's pools do */
+}
+
+static void call_put(void *data) {
+  pushed_call *p = data;
+  if (p->call.in != p->local_in) kiln_free(p->call.in);
+  if (p->call.out != p->local_out) kiln_free(p->call.out);
+  pthread_mutex_lock(&call_pool.lock);
+  p->next_free = call_pool.free;
+  call_pool.free = p;
+  pthread_mutex_unlock(&call_pool.lock);
+}
+
+/* Runs on an engine worker (or inline in naive mode) with the caller's
+ * kernel options. */
+static kiln_status run_call(void *data) {
+  const kiln_op_call *c = &((pushed_call *)data)->call;
+  unsigned old = kk_set_options(c->options);
+  kiln_kernel_fn fn = c->reference && c->def->reference ? c->def->reference : c->def->kernel;
+  kiln_status st = fn(c);
+  kk_set_options(old);
+  return st;
+}
+
+static kiln_status push_kernel(const kiln_op_call *c, kiln_tensor *const *in, kiln_tensor **out) {
+  pushed_call *p = call_get();
+  kiln_engine_var *local_vars[2 * LOCAL_VIEWS];
+  kiln_engine_var **vars = c->n_in + c->n_out <= 2 * LOCAL_VIEWS
+                               ? local_vars
+                               : kiln_alloc(sizeof(kiln_engine_var *) * (size_t)(c->n_in + c->n_out));
+  if (!p || !vars) {
+    if (p) call_put(p);
+    if (vars != local_vars) kiln_free(vars);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory pushing the op", c->def->name);
+  }
+  p->call = *c;
+  p->call.in = c->n_in <= LOCAL_VIEWS ? p->local_in : kiln_alloc(sizeof(kk_view) * (size_t)c->n_in);
+  p->call.out = c->n_out <= LOCAL_VIEWS ? p->local_out : kiln_alloc(sizeof(kk_view) * (size_t)c->n_out);
+  if (!p->call.in || !p->call.out) {
+    if (!p->call.in) p->call.in = p->local_in;
+    if (!p->call.out) p->call.out = p->local_out;
+    call_put(p);
+    if (vars != local_vars) kiln_free(vars);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory pushing the op", c->def->name);
+  }
+  if (c->n_in) memcpy(p->call.in, c->in, sizeof(kk_view) * (size_t)c->n_in);
+  if (c->n_out) memcpy(p->call.out, c->out, sizeof(kk_view) * (size_t)c->n_out);
+  for (int i = 0; i < c->n_in; i++) vars[i] = in[i]->storage->var;
+  for (int i = 0; i < c->n_out; i++) vars[c->n_in + i] = out[i]->storage->var;
+  kiln_status st = kiln_engine_push(out[0]->storage->engine, run_call, call_put, p, vars, c->n_in, vars + c->n_in,
+                                    c->n_out, c->def->name, 0);
+  if (st != KILN_OK) call_put(p);
+  if (vars != local_vars) kiln_free(vars);
+  return st;
+}
+
 static void fail_all(kiln_tensor **out, int n_out, kiln_status st, const char *msg) {
   for (int i = 0; i < n_out; i++) out[i] = tensor_new_failed(st, msg);
 }
-
-enum { LOCAL_VIEWS = 8 };
 
 kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
                                 int n_out, kiln_tensor **out) {
@@ -45,6 +128,7 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
   c.n_out = 0;
   c.in = c.out = NULL;
   c.reference = use_reference;
+  c.options = kk_options();
   /* Only the given attributes are copied; the rest get zero scalars (a
    * family's kernel may read a parameter its member does not declare).
    * List contents past a value's n are never read, so they are not
@@ -117,8 +201,7 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
     vout[made] = tensor_view_of(t);
   }
   if (!(def->flags & KILN_OP_VIEW)) {
-    kiln_kernel_fn fn = c.reference && def->reference ? def->reference : def->kernel;
-    st = fn(&c);
+    st = push_kernel(&c, in, out);
     if (st != KILN_OK) goto fail;
   }
   goto done;

@@ -45,12 +45,10 @@
 #define CONV_HAVE_AVX2 0
 #endif
 
-static _Thread_local bool simd_off;
-
 bool kk_conv2d_use_simd(bool on) {
-  bool old = !simd_off;
-  simd_off = !on;
-  return old;
+  unsigned old = kk_options();
+  kk_set_options(on ? old & ~(unsigned)KK_OPT_NO_SIMD : old | KK_OPT_NO_SIMD);
+  return !(old & KK_OPT_NO_SIMD);
 }
 
 /* Upper bound on the col and product scratch of one block, in elements.
@@ -585,7 +583,7 @@ kiln_status kk_conv2d(const kk_view *x, const kk_view *w, const kk_view *bias, c
   }
 #if CONV_HAVE_AVX2
   direct_dims dd;
-  if (x->dtype == KILN_F32 && !simd_off && direct_fits(&d, g, &dd) && cpu_has_avx2_fma())
+  if (x->dtype == KILN_F32 && !(kk_options() & KK_OPT_NO_SIMD) && direct_fits(&d, g, &dd) && cpu_has_avx2_fma())
     st = conv_direct_f32((const float *)xd, (const float *)wd, bias, (float *)y->data, &d, g, &dd);
   else
 #endif

@@ -5,6 +5,16 @@
 
 #include "kernels/view.h"
 
+static _Thread_local unsigned thread_options;
+
+unsigned kk_options(void) { return thread_options; }
+
+unsigned kk_set_options(unsigned options) {
+  unsigned old = thread_options;
+  thread_options = options;
+  return old;
+}
+
 int64_t kk_numel(const kk_view *v) {
   int64_t n = 1;
   for (int i = 0; i < v->ndim; i++) n *= v->shape[i];

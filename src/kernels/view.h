@@ -26,6 +26,14 @@ typedef struct {
   int64_t strides[KILN_MAX_DIMS];
 } kk_view;
 
+/* Per-thread switches of kernel paths, so tests can cover every road.
+ * Dispatch captures the calling thread's options with each op and the
+ * thread that runs the op applies them, so they follow ops onto engine
+ * workers. */
+enum { KK_OPT_NO_SIMD = 1u << 0 }; /* conv2d: skip the AVX2 direct path */
+unsigned kk_options(void);
+unsigned kk_set_options(unsigned options); /* returns the previous options */
+
 int64_t kk_numel(const kk_view *v);
 bool kk_is_contiguous(const kk_view *v);
 /* The address of the element at a flat row-major index (slow; for reference

@@ -46,7 +46,8 @@ typedef struct kiln_op_call {
   kk_view *in;
   kk_view *out;
   kiln_attr_value attrs[KILN_MAX_ATTRS];
-  bool reference; /* run the reference kernel */
+  bool reference;   /* run the reference kernel */
+  unsigned options; /* the caller's kk_options(), applied where the op runs */
 } kiln_op_call;
 
 /* What inference says of an output. strides and offset (elements, relative

@@ -9,10 +9,10 @@
 #include "kernels/elementwise.h"
 #include "tensor/tensor.h"
 
+/* Reading a value is a barrier: wait for the work that writes it. */
 static kiln_status readable(const kiln_tensor *t, const char *fn) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: tensor is NULL", fn);
-  if (tensor_failed(t)) return kiln_errorf(t->status, "%s", t->error);
-  return KILN_OK;
+  return tensor_wait(t, NULL);
 }
 
 kiln_status kiln_tensor_copy_to(const kiln_tensor *t, void *buf, size_t buf_bytes) {
@@ -236,9 +236,10 @@ kiln_status kiln_tensor_format(const kiln_tensor *t, char *buf, size_t cap, size
   sink s = {buf, cap, 0};
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_format: tensor is NULL");
   if (!buf && cap) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_format: buf is NULL");
-  if (tensor_failed(t)) {
+  const char *failure;
+  if (tensor_wait(t, &failure) != KILN_OK) {
     puts_(&s, "<error: ");
-    puts_(&s, t->error);
+    puts_(&s, failure);
     puts_(&s, ">");
   } else {
     printer p = {.t = t, .v = tensor_view_of(t), .summarise = kiln_tensor_numel(t) > SUMMARY_THRESHOLD,

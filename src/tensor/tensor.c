@@ -4,6 +4,8 @@
 
 #include "tensor/tensor.h"
 
+#include "engine/engine.h"
+
 static const size_t dtype_sizes[KILN_DTYPE_COUNT] = {4, 8, 4, 8, 1, 1};
 static const char *const dtype_names[KILN_DTYPE_COUNT] = {"float32", "float64", "int32", "int64", "uint8", "bool"};
 
@@ -95,7 +97,17 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   size_t block_bytes = 0;
   kiln_storage *s = kiln_alloc(inline_data ? STORAGE_HEADER + nbytes : sizeof *s);
   void *data = !s ? NULL : inline_data ? (char *)s + STORAGE_HEADER : kiln_alloc_block(nbytes, &block_bytes);
-  if (!t || !s || !data) {
+  kiln_engine *engine = kiln_default_engine();
+  kiln_engine_var *var = engine && data ? kiln_engine_new_var(engine) : NULL;
+  if (!t || !s || !data || !var) {
+    if (!engine) {
+      kiln_status failure = kiln_errorf(KILN_ERR_INTERNAL, "tensor: the default engine could not start: %s", kiln_last_error());
+      kiln_free(t);
+      if (s && !inline_data) kiln_free_block(data, block_bytes);
+      kiln_free(s);
+      return tensor_new_failed(failure, kiln_last_error());
+    }
+    if (var) kiln_engine_delete_var(engine, var, NULL, NULL);
     kiln_free(t);
     if (s && !inline_data) kiln_free_block(data, block_bytes);
     kiln_free(s);
@@ -105,6 +117,8 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
     return tensor_new_failed(KILN_ERR_OUT_OF_MEMORY, kiln_last_error());
   }
   atomic_init(&s->refs, 1);
+  s->engine = engine;
+  s->var = var;
   s->data = data;
   s->nbytes = block_bytes;
   s->inline_data = inline_data;
@@ -137,10 +151,21 @@ kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
   return t;
 }
 
+static void storage_free(void *data) {
+  kiln_storage *s = data;
+  if (!s->inline_data) kiln_free_block(s->data, s->nbytes);
+  kiln_free(s);
+}
+
+/* The last reference gone: the engine frees the storage after the work
+ * already pushed on it (an op may still be reading it). */
 static void storage_release(kiln_storage *s) {
-  if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
-    if (!s->inline_data) kiln_free_block(s->data, s->nbytes);
-    kiln_free(s);
+  if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+  if (kiln_engine_delete_var(s->engine, s->var, storage_free, s) != KILN_OK) {
+    /* Out of memory for the delete: wait for the work, then free here (the
+     * variable itself goes with the engine). */
+    kiln_engine_wait_var(s->engine, s->var);
+    storage_free(s);
   }
 }
 
@@ -164,10 +189,40 @@ kk_view tensor_view_of(const kiln_tensor *t) {
 
 /* ------------------------------------------------------------ accessors */
 
-kiln_status kiln_tensor_status(const kiln_tensor *t) { return t ? t->status : KILN_ERR_INVALID_ARGUMENT; }
+kiln_status tensor_wait(const kiln_tensor *t, const char **message) {
+  if (t->status != KILN_OK || !t->storage) {
+    if (message) *message = t->error;
+    return kiln_errorf(t->status, "%s", t->error);
+  }
+  kiln_status st;
+  const char *msg = engine_var_error(t->storage->engine, t->storage->var, &st);
+  if (message) *message = msg ? msg : "";
+  if (st != KILN_OK) kiln_errorf(st, "%s", msg);
+  return st;
+}
+
+kiln_status kiln_wait_to_read(const kiln_tensor *t) {
+  if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_wait_to_read: tensor is NULL");
+  return tensor_wait(t, NULL);
+}
+
+kiln_status kiln_waitall(void) {
+  kiln_engine *e = kiln_default_engine();
+  return e ? kiln_engine_wait_all(e) : KILN_OK;
+}
+
+/* Both wait: a failure found while the op ran on the engine is part of the
+ * value. */
+kiln_status kiln_tensor_status(const kiln_tensor *t) {
+  if (!t) return KILN_ERR_INVALID_ARGUMENT;
+  return tensor_wait(t, NULL);
+}
+
 const char *kiln_tensor_error(const kiln_tensor *t) {
   if (!t) return "tensor is NULL";
-  return t->error ? t->error : "";
+  const char *msg;
+  tensor_wait(t, &msg);
+  return msg ? msg : "";
 }
 kiln_dtype kiln_tensor_dtype(const kiln_tensor *t) { return t ? t->dtype : KILN_F32; }
 int kiln_tensor_ndim(const kiln_tensor *t) { return t ? t->ndim : 0; }

@@ -12,8 +12,13 @@
 #include "base/base.h"
 #include "kernels/view.h"
 
+/* A storage's values are written and read by engine work: its variable
+ * orders that work, and the storage is freed by the engine after the last
+ * of it. */
 typedef struct kiln_storage {
   atomic_long refs;
+  kiln_engine *engine;
+  kiln_engine_var *var;
   void *data;
   size_t nbytes;    /* of the cached block; 0 when the data is inline */
   bool inline_data; /* data follows the header in the same allocation */
@@ -58,6 +63,9 @@ static inline void *tensor_data(const kiln_tensor *t) {
   return (char *)t->storage->data + t->offset * (int64_t)kiln_dtype_size(t->dtype);
 }
 kk_view tensor_view_of(const kiln_tensor *t);
+/* Waits for t's pending writes; its failure, with the message left in
+ * kiln_last_error (and in *message, valid while t lives, when not NULL). */
+kiln_status tensor_wait(const kiln_tensor *t, const char **message);
 void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 
 /* The per-thread default generator and the counter reservation used by the
