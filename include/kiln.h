@@ -411,6 +411,14 @@ KILN_API kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*
 KILN_API kiln_status kiln_engine_wait_var(kiln_engine *e, kiln_engine_var *v);
 KILN_API kiln_status kiln_engine_wait_all(kiln_engine *e);
 
+/* Records every op the engine runs (name, worker, push, start and end
+ * times) until called again; then, or when the engine is freed, writes them
+ * to path as Chrome trace-event JSON, which Perfetto (ui.perfetto.dev) and
+ * chrome://tracing open (docs/profiler.md). path NULL stops and writes.
+ * KILN_PROFILE=path records the default engine from its start to the exit
+ * of the process. */
+KILN_API kiln_status kiln_engine_profile(kiln_engine *e, const char *path);
+
 /* The barriers of the eager API: wait for t's value (returns its failure,
  * if any), and for everything pushed to the default engine. */
 KILN_API kiln_status kiln_wait_to_read(const kiln_tensor *t);

@@ -80,6 +80,7 @@ struct engine_op {
   int wait;     /* dependencies not yet granted */
   kiln_engine_var *deletes; /* a delete op: the variable it frees */
   int64_t push_ns;
+  kiln_profiler *profiler; /* taken when the op leaves the ready queue */
   engine_op *next; /* ready queue or free list */
 };
 
@@ -96,7 +97,8 @@ struct kiln_engine {
   engine_op *free_ops;
   kiln_engine_var *free_vars, *live_vars;
   err_record *unreported_head, *unreported_tail;
-  kiln_profiler *profiler;
+  kiln_profiler *profiler; /* the recording one, or NULL; read and set under lock */
+  kiln_profiler *retired;  /* stopped ones: in-flight ops may still record into them */
 };
 
 /* ------------------------------------------------------------ time */
@@ -249,7 +251,7 @@ static void run_op(kiln_engine *e, engine_op *op, int worker) {
   /* The read variables' failures cannot change while this op holds them. */
   for (int i = 0; i < op->n_reads && !outcome; i++) outcome = op->vars[i]->failure;
   bool created = false;
-  int64_t start = e->profiler ? now_ns() : 0;
+  int64_t start = op->profiler ? now_ns() : 0;
   if (!outcome && op->fn) {
     kiln_error_clear();
     kiln_status st = op->fn(op->data);
@@ -266,7 +268,8 @@ static void run_op(kiln_engine *e, engine_op *op, int worker) {
       }
     }
   }
-  if (e->profiler) engine_profile_record(e->profiler, op->name, worker, op->push_ns, start, now_ns());
+  /* Waits and deletes (no function) are bookkeeping, not work to show. */
+  if (op->profiler && op->fn) engine_profile_record(op->profiler, op->name, worker, op->push_ns, start, now_ns());
   if (op->deletes && op->done) op->done(op->data);
 
   pthread_mutex_lock(&e->lock);
@@ -317,6 +320,7 @@ static void drain_inline(kiln_engine *e) {
     engine_op *op = e->ready_head;
     e->ready_head = op->next;
     if (!e->ready_head) e->ready_tail = NULL;
+    op->profiler = e->profiler;
     pthread_mutex_unlock(&e->lock);
     run_op(e, op, 0);
     pthread_mutex_lock(&e->lock);
@@ -344,6 +348,7 @@ static void *worker_main(void *arg) {
     engine_op *op = e->ready_head;
     e->ready_head = op->next;
     if (!e->ready_head) e->ready_tail = NULL;
+    op->profiler = e->profiler;
     pthread_mutex_unlock(&e->lock);
     run_op(e, op, index + 1);
     pthread_mutex_lock(&e->lock);
@@ -402,7 +407,6 @@ kiln_engine *kiln_engine_new(const kiln_engine_params *params) {
   pthread_mutex_init(&e->lock, NULL);
   pthread_cond_init(&e->work_cv, NULL);
   pthread_cond_init(&e->done_cv, NULL);
-  e->profiler = engine_profiler_from_env();
   if (workers > 0) {
     e->threads = calloc((size_t)workers, sizeof(pthread_t));
     if (!e->threads) {
@@ -452,6 +456,11 @@ void kiln_engine_free(kiln_engine *e) {
     record_release(r);
   }
   engine_profiler_free(e->profiler);
+  while (e->retired) {
+    kiln_profiler *p = e->retired;
+    e->retired = engine_profiler_next(p);
+    engine_profiler_free_quietly(p);
+  }
   pthread_cond_destroy(&e->work_cv);
   pthread_cond_destroy(&e->done_cv);
   pthread_mutex_destroy(&e->lock);
@@ -525,6 +534,7 @@ kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(voi
   op->priority = priority;
   op->deletes = NULL;
   op->push_ns = e->profiler ? now_ns() : 0;
+  op->profiler = NULL;
   /* A variable both read and written is written; a repeat counts once. */
   op->n_reads = op->n_writes = 0;
   for (int i = 0; i < n_writes; i++)
@@ -657,10 +667,38 @@ kiln_status kiln_engine_wait_all(kiln_engine *e) {
   return st;
 }
 
-/* ------------------------------------------------------------ the default engine */
-
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static kiln_engine *default_engine;
+
+kiln_status kiln_engine_profile(kiln_engine *e, const char *path) {
+  if (!e) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_engine_profile: engine is NULL");
+  kiln_profiler *fresh = NULL;
+  if (path) {
+    fresh = engine_profiler_new(path);
+    if (!fresh) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_engine_profile: cannot record to %s", path);
+  }
+  pthread_mutex_lock(&e->lock);
+  kiln_profiler *old = e->profiler;
+  e->profiler = fresh;
+  if (old) {
+    engine_profiler_set_next(old, e->retired);
+    e->retired = old;
+  }
+  pthread_mutex_unlock(&e->lock);
+  /* The stopped recording is written now; ops still running may add to it
+   * afterwards, which only the next write would show. */
+  return old ? engine_profiler_write(old) : KILN_OK;
+}
+
+/* ------------------------------------------------------------ the default engine */
+
+static void write_default_profile(void) {
+  kiln_engine *e = default_engine;
+  if (!e) return;
+  kiln_engine_wait_all(e);
+  kiln_engine_profile(e, NULL);
+}
+
 
 static void default_start(void) {
   kiln_engine_params p = kiln_engine_params_default();
@@ -670,6 +708,10 @@ static void default_start(void) {
    * that calls it). */
   kiln_parallel_set_threads(threads - workers + 1 > 1 ? threads - workers + 1 : 1);
   default_engine = kiln_engine_new(&p);
+  /* KILN_PROFILE records the whole process: write when it exits. */
+  const char *path = getenv("KILN_PROFILE");
+  if (default_engine && path && *path && kiln_engine_profile(default_engine, path) == KILN_OK)
+    atexit(write_default_profile);
 }
 
 kiln_engine *kiln_default_engine(void) {

@@ -21,6 +21,7 @@ struct kiln_profiler {
   event *events;
   size_t count, cap;
   int64_t origin_ns; /* the earliest push, so times start near 0 */
+  kiln_profiler *next;
 };
 
 kiln_profiler *engine_profiler_new(const char *path) {
@@ -37,7 +38,6 @@ kiln_profiler *engine_profiler_new(const char *path) {
   return p;
 }
 
-kiln_profiler *engine_profiler_from_env(void) { return engine_profiler_new(getenv("KILN_PROFILE")); }
 
 void engine_profile_record(kiln_profiler *p, const char *name, int worker, int64_t push_ns, int64_t start_ns,
                            int64_t end_ns) {
@@ -110,9 +110,17 @@ kiln_status engine_profiler_write(kiln_profiler *p) {
   return st;
 }
 
+kiln_profiler *engine_profiler_next(const kiln_profiler *p) { return p->next; }
+void engine_profiler_set_next(kiln_profiler *p, kiln_profiler *next) { p->next = next; }
+
 void engine_profiler_free(kiln_profiler *p) {
   if (!p) return;
   engine_profiler_write(p);
+  engine_profiler_free_quietly(p);
+}
+
+void engine_profiler_free_quietly(kiln_profiler *p) {
+  if (!p) return;
   kiln_free(p->events);
   kiln_free(p->path);
   pthread_mutex_destroy(&p->lock);

@@ -12,8 +12,6 @@ typedef struct kiln_profiler kiln_profiler;
 
 /* A profiler writing to path when freed, or NULL when path is NULL. */
 kiln_profiler *engine_profiler_new(const char *path);
-/* From KILN_PROFILE, if set. */
-kiln_profiler *engine_profiler_from_env(void);
 /* Thread-safe; drops the event when out of memory. */
 void engine_profile_record(kiln_profiler *p, const char *name, int worker, int64_t push_ns, int64_t start_ns,
                            int64_t end_ns);
@@ -21,5 +19,10 @@ void engine_profile_record(kiln_profiler *p, const char *name, int worker, int64
 kiln_status engine_profiler_write(kiln_profiler *p);
 /* Writes, then frees. NULL does nothing. */
 void engine_profiler_free(kiln_profiler *p);
+/* Frees without writing (a stopped recording, written when it stopped). */
+void engine_profiler_free_quietly(kiln_profiler *p);
+/* A list link for the engine's stopped recordings. */
+kiln_profiler *engine_profiler_next(const kiln_profiler *p);
+void engine_profiler_set_next(kiln_profiler *p, kiln_profiler *next);
 
 #endif
