@@ -14,7 +14,7 @@
  * program naming the test, and the misuse cases that hang a buggy engine run
  * in a child process.
  *
- * KILN_TEST_ENGINE_OPS overrides the stress size (default 100 000 ops, 20 000
+ * KILN_TEST_ENGINE_OPS overrides the stress size (default 100 000 ops, 50 000
  * under a sanitizer). */
 #include <pthread.h>
 #include <signal.h>
@@ -440,7 +440,7 @@ static int64_t stress_ops(void) {
     long long n = atoll(s);
     if (n > 0) return n;
   }
-  return ENGINE_TEST_SANITIZED ? 20000 : 100000;
+  return ENGINE_TEST_SANITIZED ? 50000 : 100000;
 }
 
 /* Runs the workload on one engine; returns the final cells (caller frees)
@@ -1290,7 +1290,7 @@ static void misuse_of_a_deleted_var_is_refused(void **s) {
                {child_double_delete, "second delete_var"},
                {child_wait_after_delete, "wait_var on a var being deleted"}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    int code = run_in_child(cases[i].body, ENGINE_TEST_SANITIZED ? 60 : 15, cases[i].what);
+    int code = run_in_child(cases[i].body, ENGINE_TEST_SANITIZED ? 15 : 5, cases[i].what);
     CHECK(code == 0, "%s: child exit %d (2: accepted, want KILN_ERR_INVALID_ARGUMENT; 1x: setup failed)",
           cases[i].what, code);
   }

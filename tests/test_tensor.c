@@ -709,6 +709,7 @@ static void scopes_release_everything(void **state) {
   (void)state;
   kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(count_alloc, count_free, NULL);
+  tu_settle();
   long base = live_allocs;
   kiln_tensor *keep_outside = kiln_ones(KILN_F32, 1, (int64_t[]){8});
   assert_int_equal(kiln_scope_begin(), KILN_OK);
@@ -726,11 +727,11 @@ static void scopes_release_everything(void **state) {
   assert_true(tu_close_values("loop result", acc, want, 8, 0, 0));
   assert_true(live_allocs > base + 100);
   assert_int_equal(kiln_scope_end(), KILN_OK);
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, base + 2); /* keep_outside: header, storage with its data inline */
   TU_OK(keep_outside);
   kiln_tensor_release(keep_outside);
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, base);
   kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(NULL, NULL, NULL);
@@ -740,6 +741,7 @@ static void scopes_keep_and_nest(void **state) {
   (void)state;
   kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(count_alloc, count_free, NULL);
+  tu_settle();
   long base = live_allocs;
   /* kiln_keep with no enclosing scope hands the tensor to the caller. */
   assert_int_equal(kiln_scope_begin(), KILN_OK);
@@ -749,12 +751,13 @@ static void scopes_keep_and_nest(void **state) {
   double four[3] = {4, 4, 4};
   assert_true(tu_close_values("kept", k, four, 3, 0, 0));
   kiln_tensor_release(k);
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, base);
 
   /* Nested: the kept tensor moves to the outer scope and dies with it. */
   assert_int_equal(kiln_scope_begin(), KILN_OK);
   kiln_tensor *a = kiln_full(KILN_F32, 1, (int64_t[]){2}, 3);
+  tu_settle();
   long before_inner = live_allocs;
   assert_int_equal(kiln_scope_begin(), KILN_OK);
   kiln_tensor *tmp = kiln_add(a, a);
@@ -764,14 +767,14 @@ static void scopes_keep_and_nest(void **state) {
   assert_int_equal(kiln_scope_end(), KILN_OK);
   assert_int_equal(kiln_scope_end(), KILN_OK);
   /* tmp and neg(b) are gone; b (2 allocations) survives in the outer scope. */
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, before_inner + 2);
   double eighteen[2] = {18, 18};
   assert_true(tu_close_values("kept into outer scope", b, eighteen, 2, 0, 0));
   kiln_tensor *c = kiln_add(b, b);
   assert_int_equal(kiln_scope_end(), KILN_OK);
   (void)c;
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, base);
 
   /* A handle retained by the caller outlives the scope that created it. */
@@ -781,7 +784,7 @@ static void scopes_keep_and_nest(void **state) {
   double ones[2] = {1, 1};
   assert_true(tu_close_values("retained", r, ones, 2, 0, 0));
   kiln_tensor_release(r);
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, base);
 
   /* A failing op inside a scope is released by it too. */
@@ -792,7 +795,7 @@ static void scopes_keep_and_nest(void **state) {
   assert_int_equal(kiln_tensor_status(bad), KILN_ERR_SHAPE);
   (void)kiln_exp(bad);
   assert_int_equal(kiln_scope_end(), KILN_OK);
-  kiln_waitall(); /* storage is freed by the engine after pending work */
+  tu_settle(); /* storage is freed by the engine after pending work, into the block cache */
   assert_int_equal(live_allocs, base);
   kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(NULL, NULL, NULL);

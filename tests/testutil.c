@@ -201,3 +201,8 @@ kiln_tensor *tu_fixture(const char *name) {
   }
   return t;
 }
+
+void tu_settle(void) {
+  kiln_waitall();
+  kiln_release_cached_memory();
+}

@@ -34,6 +34,10 @@ bool tu_ok(const char *label, const kiln_tensor *t);
 /* Loads tests/fixtures/<name>.npy; fails the test if it cannot. */
 kiln_tensor *tu_fixture(const char *name);
 
+/* Waits for all pushed work and returns kiln's cached storage blocks, so
+ * an allocation count sees only what is really alive. */
+void tu_settle(void);
+
 /* A shape literal: TU_SHAPE(2, 3). */
 #define TU_SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 

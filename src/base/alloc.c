@@ -60,13 +60,18 @@ char *kiln_strdup(const char *s) {
   return p;
 }
 
-/* A cache of large freed blocks for tensor storage. glibc serves blocks
- * above its mmap threshold (at most 32 MiB) with a fresh mmap each time, so
- * an eager loop over big tensors would page-fault and zero every output on
- * every call; reusing a freed block of the same size removes that cost. The
- * cache is small and bounded: a few blocks, a byte cap, exact-ish sizes. */
-enum { CACHE_SLOTS = 16 };
-#define CACHE_MIN_BYTES KILN_BLOCK_CACHE_MIN
+/* A cache of freed tensor storage blocks, reused by the next tensor of the
+ * same size. Two costs it removes:
+ * - glibc serves blocks above its mmap threshold (at most 32 MiB) with a
+ *   fresh mmap each time, so an eager loop over big tensors would
+ *   page-fault and zero every output on every call;
+ * - the engine frees storage on a worker while the caller allocates it:
+ *   glibc's cross-thread frees took a third of a small eager op.
+ * It is small and bounded: a few dozen blocks and a byte cap. Sizes are
+ * rounded (64 bytes below CACHE_BIG_BYTES, 64 KiB above) so that near-equal
+ * requests share blocks. */
+enum { CACHE_SLOTS = 64 };
+#define CACHE_BIG_BYTES KILN_BLOCK_CACHE_MIN
 #define CACHE_MAX_TOTAL ((size_t)512 << 20)
 
 static struct {
@@ -76,13 +81,14 @@ static struct {
   size_t total;
 } block_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* Sizes are rounded to 64 KiB so that near-equal requests share blocks. */
-static size_t cache_round(size_t size) { return (size + ((size_t)64 << 10) - 1) & ~(((size_t)64 << 10) - 1); }
+static size_t cache_round(size_t size) {
+  size_t unit = size < CACHE_BIG_BYTES ? 64 : (size_t)64 << 10;
+  return (size + unit - 1) & ~(unit - 1);
+}
 
 void *kiln_alloc_block(size_t size, size_t *actual) {
-  *actual = size;
-  if (size < CACHE_MIN_BYTES) return kiln_alloc(size);
   size_t want = cache_round(size);
+  *actual = want;
   pthread_mutex_lock(&block_cache.lock);
   for (int i = 0; i < CACHE_SLOTS; i++) {
     if (block_cache.ptr[i] && block_cache.size[i] == want) {
@@ -90,32 +96,28 @@ void *kiln_alloc_block(size_t size, size_t *actual) {
       block_cache.ptr[i] = NULL;
       block_cache.total -= want;
       pthread_mutex_unlock(&block_cache.lock);
-      *actual = want;
       return p;
     }
   }
   pthread_mutex_unlock(&block_cache.lock);
-  *actual = want;
   return kiln_alloc(want);
 }
 
 void kiln_free_block(void *ptr, size_t size) {
   if (!ptr) return;
-  if (size >= CACHE_MIN_BYTES && size == cache_round(size)) {
-    pthread_mutex_lock(&block_cache.lock);
-    if (block_cache.total + size <= CACHE_MAX_TOTAL) {
-      for (int i = 0; i < CACHE_SLOTS; i++) {
-        if (!block_cache.ptr[i]) {
-          block_cache.ptr[i] = ptr;
-          block_cache.size[i] = size;
-          block_cache.total += size;
-          pthread_mutex_unlock(&block_cache.lock);
-          return;
-        }
+  pthread_mutex_lock(&block_cache.lock);
+  if (size == cache_round(size) && block_cache.total + size <= CACHE_MAX_TOTAL) {
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+      if (!block_cache.ptr[i]) {
+        block_cache.ptr[i] = ptr;
+        block_cache.size[i] = size;
+        block_cache.total += size;
+        pthread_mutex_unlock(&block_cache.lock);
+        return;
       }
     }
-    pthread_mutex_unlock(&block_cache.lock);
   }
+  pthread_mutex_unlock(&block_cache.lock);
   kiln_free(ptr);
 }
 

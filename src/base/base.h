@@ -28,9 +28,10 @@ void *kiln_calloc(size_t count, size_t size);
 void kiln_free(void *ptr);
 char *kiln_strdup(const char *s);
 
-/* For tensor storage: large blocks are reused from a small bounded cache
+/* For tensor storage: freed blocks are reused from a small bounded cache
  * (see alloc.c for why). *actual receives the size to pass to
- * kiln_free_block. */
+ * kiln_free_block. KILN_BLOCK_CACHE_MIN is where storage stops being
+ * allocated together with its header. */
 #define KILN_BLOCK_CACHE_MIN ((size_t)256 << 10)
 void *kiln_alloc_block(size_t size, size_t *actual);
 void kiln_free_block(void *ptr, size_t size);

@@ -95,7 +95,7 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
    * per eager op); large storage goes through the block cache. */
   bool inline_data = nbytes < KILN_BLOCK_CACHE_MIN;
   size_t block_bytes = 0;
-  kiln_storage *s = kiln_alloc(inline_data ? STORAGE_HEADER + nbytes : sizeof *s);
+  kiln_storage *s = inline_data ? kiln_alloc_block(STORAGE_HEADER + nbytes, &block_bytes) : kiln_alloc(sizeof *s);
   void *data = !s ? NULL : inline_data ? (char *)s + STORAGE_HEADER : kiln_alloc_block(nbytes, &block_bytes);
   kiln_engine *engine = kiln_default_engine();
   kiln_engine_var *var = engine && data ? kiln_engine_new_var(engine) : NULL;
@@ -103,14 +103,22 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
     if (!engine) {
       kiln_status failure = kiln_errorf(KILN_ERR_INTERNAL, "tensor: the default engine could not start: %s", kiln_last_error());
       kiln_free(t);
-      if (s && !inline_data) kiln_free_block(data, block_bytes);
-      kiln_free(s);
+      if (inline_data) {
+        kiln_free_block(s, block_bytes);
+      } else {
+        kiln_free_block(data, block_bytes);
+        kiln_free(s);
+      }
       return tensor_new_failed(failure, kiln_last_error());
     }
     if (var) kiln_engine_delete_var(engine, var, NULL, NULL);
     kiln_free(t);
-    if (s && !inline_data) kiln_free_block(data, block_bytes);
-    kiln_free(s);
+    if (inline_data) {
+      kiln_free_block(s, block_bytes);
+    } else {
+      kiln_free_block(data, block_bytes);
+      kiln_free(s);
+    }
     char buf[KILN_SHAPE_STR_MAX];
     kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s", nbytes,
                 dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
@@ -153,8 +161,12 @@ kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
 
 static void storage_free(void *data) {
   kiln_storage *s = data;
-  if (!s->inline_data) kiln_free_block(s->data, s->nbytes);
-  kiln_free(s);
+  if (s->inline_data) {
+    kiln_free_block(s, s->nbytes);
+  } else {
+    kiln_free_block(s->data, s->nbytes);
+    kiln_free(s);
+  }
 }
 
 /* The last reference gone: the engine frees the storage after the work

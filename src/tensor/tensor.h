@@ -20,7 +20,7 @@ typedef struct kiln_storage {
   kiln_engine *engine;
   kiln_engine_var *var;
   void *data;
-  size_t nbytes;    /* of the cached block; 0 when the data is inline */
+  size_t nbytes;    /* of the block (header and data when inline), for kiln_free_block */
   bool inline_data; /* data follows the header in the same allocation */
 } kiln_storage;
 
