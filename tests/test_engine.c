@@ -230,7 +230,7 @@ typedef struct {
 static kiln_status probe_fn(void *data) {
   probe *p = data;
   atomic_fetch_add(&p->ran, 1);
-  if (p->st != KILN_OK) return kiln_errorf(p->st, "%s", p->msg);
+  if (p->st != KILN_OK) return p->msg ? kiln_errorf(p->st, "%s", p->msg) : p->st;
   return KILN_OK;
 }
 
@@ -762,30 +762,186 @@ static kiln_status meet_fn(void *data) {
 }
 
 /* Two readers of one var run at the same time: each waits for the other at
- * a rendezvous, which times out (and fails) if they were serialised. */
+ * a rendezvous, which times out (and fails) if they were serialised. Both
+ * when they are granted together after a write and when the var is idle at
+ * push time. */
 static void concurrent_reads_overlap(void **s) {
   (void)s;
   begin(__func__);
   for (int ci = 1; ci <= 2; ci++) {
+    for (int after_write = 0; after_write < 2; after_write++) {
+      const config *c = &configs[ci];
+      kiln_engine *e = engine_new(c->mode, c->workers);
+      kiln_engine_var *v = var_new(e);
+      gate g;
+      gate_init(&g);
+      int64_t cell = 0;
+      int64_t want = after_write ? 77 : 0;
+      rw_op w = {&cell, 77, 10000};
+      meet_op r1 = {&g, &cell, -1, false}, r2 = {&g, &cell, -1, false};
+      if (v) {
+        if (after_write) PUSH(e, rw_write, NULL, &w, NULL, 0, &v, 1, "write_first", 0);
+        PUSH(e, meet_fn, NULL, &r1, &v, 1, NULL, 0, "reader1", 0);
+        PUSH(e, meet_fn, NULL, &r2, &v, 1, NULL, 0, "reader2", 0);
+      }
+      CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, c->label);
+      CHECK(r1.met && r2.met, "%s (%s): the readers did not overlap (met: %d, %d)", c->label,
+            after_write ? "after a write" : "idle var", r1.met, r2.met);
+      CHECK(r1.seen == want && r2.seen == want, "%s: readers saw %lld and %lld, want %lld", c->label,
+            (long long)r1.seen, (long long)r2.seen, (long long)want);
+      kiln_engine_free(e);
+      gate_destroy(&g);
+    }
+  }
+  finish();
+}
+
+/* Ops on more variables than the inline capacity, with repeats and a var
+ * both read and written: ordered like any other op against single-var ops
+ * before and after them. */
+enum { BIG = 12 };
+
+typedef struct {
+  int64_t *cells; /* 2 * BIG: [0, BIG) read by the big op, [BIG, 2 BIG) written */
+  int round;
+  atomic_int bad;
+} big_ctx;
+
+typedef struct {
+  big_ctx *b;
+  int i;
+  int64_t seen;
+} small_op;
+
+static kiln_status small_write(void *data) {
+  small_op *o = data;
+  sleep_us(100 * (o->i % 3));
+  o->b->cells[o->i] = 1000 * o->b->round + o->i;
+  return KILN_OK;
+}
+
+static kiln_status small_read(void *data) {
+  small_op *o = data;
+  o->seen = o->b->cells[o->i];
+  return KILN_OK;
+}
+
+static kiln_status big_fn(void *data) {
+  big_ctx *b = data;
+  for (int i = 0; i < 2 * BIG; i++)
+    if (b->cells[i] != 1000 * b->round + i) atomic_fetch_add(&b->bad, 1);
+  for (int i = BIG; i < 2 * BIG; i++) b->cells[i] = -(1000 * b->round + i);
+  return KILN_OK;
+}
+
+static void ops_on_many_variables(void **s) {
+  (void)s;
+  begin(__func__);
+  for (int ci = 0; ci < N_CONFIGS; ci++) {
     const config *c = &configs[ci];
     kiln_engine *e = engine_new(c->mode, c->workers);
-    kiln_engine_var *v = var_new(e);
-    gate g;
-    gate_init(&g);
-    int64_t cell = 0;
-    rw_op w = {&cell, 77, 10000};
-    meet_op r1 = {&g, &cell, -1, false}, r2 = {&g, &cell, -1, false};
-    if (v) {
-      PUSH(e, rw_write, NULL, &w, NULL, 0, &v, 1, "write_first", 0);
-      PUSH(e, meet_fn, NULL, &r1, &v, 1, NULL, 0, "reader1", 0);
-      PUSH(e, meet_fn, NULL, &r2, &v, 1, NULL, 0, "reader2", 0);
+    kiln_engine_var *v[2 * BIG];
+    bool ok = true;
+    for (int i = 0; i < 2 * BIG; i++) ok &= (v[i] = var_new(e)) != NULL;
+    int64_t cells[2 * BIG] = {0};
+    big_ctx b;
+    atomic_init(&b.bad, 0);
+    b.cells = cells;
+    small_op pre[2 * BIG], post[2 * BIG];
+    int wrong = 0;
+    for (int round = 0; round < 20 && ok; round++) {
+      b.round = round;
+      for (int i = 0; i < 2 * BIG; i++) {
+        pre[i] = (small_op){&b, i, 0};
+        PUSH(e, small_write, NULL, &pre[i], NULL, 0, &v[i], 1, "pre", 0);
+      }
+      /* Reads v[0..BIG) plus a repeat and v[BIG + 1] (also written); writes
+       * v[BIG..2 BIG) plus a repeat. */
+      kiln_engine_var *reads[BIG + 2], *writes[BIG + 1];
+      for (int i = 0; i < BIG; i++) reads[i] = v[i], writes[i] = v[BIG + i];
+      reads[BIG] = v[3];
+      reads[BIG + 1] = v[BIG + 1];
+      writes[BIG] = v[BIG + 5];
+      PUSH(e, big_fn, NULL, &b, reads, BIG + 2, writes, BIG + 1, "big", 0);
+      for (int i = 0; i < 2 * BIG; i++) {
+        post[i] = (small_op){&b, i, 0};
+        PUSH(e, small_read, NULL, &post[i], &v[i], 1, NULL, 0, "post", 0);
+      }
+      CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, c->label);
+      for (int i = 0; i < 2 * BIG; i++) {
+        int64_t want = i < BIG ? 1000 * round + i : -(1000 * round + i);
+        if (post[i].seen != want && wrong++ < 5)
+          fprintf(stderr, "%s round %d: reader of var %d saw %lld, want %lld\n", c->label, round, i,
+                  (long long)post[i].seen, (long long)want);
+      }
     }
-    CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, c->label);
-    CHECK(r1.met && r2.met, "%s: the readers did not overlap (met: %d, %d)", c->label, r1.met, r2.met);
-    CHECK(r1.seen == 77 && r2.seen == 77, "%s: readers saw %lld and %lld, want 77", c->label, (long long)r1.seen,
-          (long long)r2.seen);
+    CHECK(ok, "%s: could not create the variables", c->label);
+    CHECK(atomic_load(&b.bad) == 0, "%s: the big op saw %d cells not yet written by the ops pushed before it",
+          c->label, atomic_load(&b.bad));
+    CHECK(wrong == 0, "%s: %d reads after the big op saw the wrong value", c->label, wrong);
     kiln_engine_free(e);
-    gate_destroy(&g);
+  }
+  finish();
+}
+
+/* A pushed function may itself push, and a done may delete a variable
+ * (kiln.h and the engine's lock comment say so). */
+typedef struct {
+  kiln_engine *e;
+  kiln_engine_var *x, *y;
+  atomic_int parent_ran, child_ran, child_done, deleted;
+  int64_t cell;
+  int64_t child_saw;
+  kiln_status child_push;
+} nest_ctx;
+
+static void nest_on_delete(void *data) { atomic_fetch_add(&((nest_ctx *)data)->deleted, 1); }
+
+static kiln_status nest_child(void *data) {
+  nest_ctx *n = data;
+  n->child_saw = n->cell;
+  atomic_fetch_add(&n->child_ran, 1);
+  return KILN_OK;
+}
+
+static void nest_child_done(void *data) {
+  nest_ctx *n = data;
+  atomic_fetch_add(&n->child_done, 1);
+  kiln_engine_delete_var(n->e, n->y, nest_on_delete, n);
+}
+
+static kiln_status nest_parent(void *data) {
+  nest_ctx *n = data;
+  atomic_fetch_add(&n->parent_ran, 1);
+  /* The child reads x, which this op writes: it runs after us. */
+  n->child_push = kiln_engine_push(n->e, nest_child, nest_child_done, n, &n->x, 1, &n->y, 1, "child", 0);
+  sleep_us(2000);
+  n->cell = 99;
+  return KILN_OK;
+}
+
+static void pushing_from_inside_work(void **s) {
+  (void)s;
+  begin(__func__);
+  for (int ci = 0; ci < N_CONFIGS; ci++) {
+    const config *c = &configs[ci];
+    kiln_engine *e = engine_new(c->mode, c->workers);
+    nest_ctx n = {.e = e, .x = var_new(e), .y = var_new(e), .child_saw = -1, .child_push = KILN_ERR_INTERNAL};
+    atomic_init(&n.parent_ran, 0);
+    atomic_init(&n.child_ran, 0);
+    atomic_init(&n.child_done, 0);
+    atomic_init(&n.deleted, 0);
+    if (n.x && n.y) PUSH(e, nest_parent, NULL, &n, NULL, 0, &n.x, 1, "parent", 0);
+    CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, c->label);
+    CHECK_STATUS(n.child_push, KILN_OK, "push from inside a pushed function");
+    CHECK(atomic_load(&n.parent_ran) == 1 && atomic_load(&n.child_ran) == 1 && atomic_load(&n.child_done) == 1 &&
+              atomic_load(&n.deleted) == 1,
+          "%s: parent ran %d, child %d, child done %d, delete from done %d (want 1 each)", c->label,
+          atomic_load(&n.parent_ran), atomic_load(&n.child_ran), atomic_load(&n.child_done),
+          atomic_load(&n.deleted));
+    CHECK(n.child_saw == 99, "%s: the child saw %lld, want 99 (it reads what its parent wrote)", c->label,
+          (long long)n.child_saw);
+    kiln_engine_free(e);
   }
   finish();
 }
@@ -934,6 +1090,15 @@ static void failures_propagate_and_are_reported_once(void **s) {
     CHECK_STATUS(kiln_engine_wait_all(e), KILN_ERR_UNSUPPORTED, "wait_all: a failure with no variables");
     CHECK_CONTAINS(kiln_last_error(), "lone failure delta", "wait_all");
     CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, "wait_all again");
+
+    /* Phase 5: a failure without a message still carries one. */
+    probe mute;
+    probe_init(&mute, KILN_ERR_DTYPE, NULL);
+    PUSH(e, probe_fn, probe_done, &mute, NULL, 0, &a, 1, "mute", 0);
+    kiln_error_clear();
+    CHECK_STATUS(kiln_engine_wait_var(e, a), KILN_ERR_DTYPE, "wait_var: a failure without a message");
+    CHECK(kiln_last_error()[0] != '\0', "%s: a failure without a message reports an empty message", L);
+    CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, "wait_all after wait_var reported it");
     kiln_engine_free(e);
   }
   finish();
@@ -1382,12 +1547,17 @@ static void priority_order_is_by_value(void **s) {
 
 int main(void) {
   signal(SIGALRM, on_alarm);
+  /* KILN_TEST_FILTER=stress_* runs a subset (cmocka's pattern syntax). */
+  const char *filter = getenv("KILN_TEST_FILTER");
+  if (filter && *filter) cmocka_set_test_filter(filter);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(read_after_write),
       cmocka_unit_test(wait_var_waits_for_the_write),
       cmocka_unit_test(write_after_read),
       cmocka_unit_test(write_after_write),
       cmocka_unit_test(concurrent_reads_overlap),
+      cmocka_unit_test(ops_on_many_variables),
+      cmocka_unit_test(pushing_from_inside_work),
       cmocka_unit_test(independent_ops_run_in_parallel),
       cmocka_unit_test(failures_propagate_and_are_reported_once),
       cmocka_unit_test(in_place_update_of_failed_var_is_skipped),

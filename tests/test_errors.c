@@ -396,6 +396,25 @@ static void allocation_failure_at_every_point(void **state) {
   kiln_set_allocator(NULL, NULL, NULL);
 }
 
+/* kiln_tensor_status and kiln_tensor_error are queries: asking about a
+ * failed tensor must not replace the message of the last failing call (it
+ * did once they began to wait for the engine, and an argument evaluated
+ * after a failing call clobbered that call's message). */
+static void status_queries_leave_last_error_alone(void **state) {
+  (void)state;
+  kiln_tensor *a = kiln_ones(KILN_F32, 1, (int64_t[]){2}), *b = kiln_ones(KILN_F32, 1, (int64_t[]){3});
+  kiln_tensor *bad = kiln_add(a, b);
+  assert_int_equal(kiln_scope_end(), KILN_ERR_INVALID_ARGUMENT);
+  char before[512];
+  snprintf(before, sizeof before, "%s", kiln_last_error());
+  assert_int_equal(kiln_tensor_status(bad), KILN_ERR_SHAPE);
+  assert_non_null(strstr(kiln_tensor_error(bad), "add"));
+  assert_string_equal(kiln_last_error(), before);
+  kiln_tensor_release(bad);
+  kiln_tensor_release(a);
+  kiln_tensor_release(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(broadcast_failures_name_both_shapes),
@@ -411,6 +430,7 @@ int main(void) {
       cmocka_unit_test(status_calls_fail_with_messages),
       cmocka_unit_test(library_never_prints),
       cmocka_unit_test(allocation_failure_at_every_point),
+      cmocka_unit_test(status_queries_leave_last_error_alone),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

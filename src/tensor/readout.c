@@ -12,7 +12,9 @@
 /* Reading a value is a barrier: wait for the work that writes it. */
 static kiln_status readable(const kiln_tensor *t, const char *fn) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: tensor is NULL", fn);
-  return tensor_wait(t, NULL);
+  const char *msg;
+  kiln_status st = tensor_wait(t, &msg);
+  return st == KILN_OK ? st : kiln_errorf(st, "%s", msg);
 }
 
 kiln_status kiln_tensor_copy_to(const kiln_tensor *t, void *buf, size_t buf_bytes) {

@@ -204,18 +204,19 @@ kk_view tensor_view_of(const kiln_tensor *t) {
 kiln_status tensor_wait(const kiln_tensor *t, const char **message) {
   if (t->status != KILN_OK || !t->storage) {
     if (message) *message = t->error;
-    return kiln_errorf(t->status, "%s", t->error);
+    return t->status;
   }
   kiln_status st;
   const char *msg = engine_var_error(t->storage->engine, t->storage->var, &st);
   if (message) *message = msg ? msg : "";
-  if (st != KILN_OK) kiln_errorf(st, "%s", msg);
   return st;
 }
 
 kiln_status kiln_wait_to_read(const kiln_tensor *t) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_wait_to_read: tensor is NULL");
-  return tensor_wait(t, NULL);
+  const char *msg;
+  kiln_status st = tensor_wait(t, &msg);
+  return st == KILN_OK ? st : kiln_errorf(st, "%s", msg);
 }
 
 kiln_status kiln_waitall(void) {
@@ -224,7 +225,7 @@ kiln_status kiln_waitall(void) {
 }
 
 /* Both wait: a failure found while the op ran on the engine is part of the
- * value. */
+ * value. Neither touches kiln_last_error: they are queries. */
 kiln_status kiln_tensor_status(const kiln_tensor *t) {
   if (!t) return KILN_ERR_INVALID_ARGUMENT;
   return tensor_wait(t, NULL);

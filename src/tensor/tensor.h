@@ -63,8 +63,9 @@ static inline void *tensor_data(const kiln_tensor *t) {
   return (char *)t->storage->data + t->offset * (int64_t)kiln_dtype_size(t->dtype);
 }
 kk_view tensor_view_of(const kiln_tensor *t);
-/* Waits for t's pending writes; its failure, with the message left in
- * kiln_last_error (and in *message, valid while t lives, when not NULL). */
+/* Waits for t's pending writes; returns its failure, and its message in
+ * *message (valid while t lives) when message is not NULL. Leaves
+ * kiln_last_error alone. */
 kiln_status tensor_wait(const kiln_tensor *t, const char **message);
 void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 
