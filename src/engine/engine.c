@@ -107,8 +107,12 @@ struct kiln_engine {
 
 /* ------------------------------------------------------------ time */
 
-/* How long an idle worker spins before sleeping. */
+/* How long an idle worker spins before sleeping, and a waiter. A waiter
+ * spins less: it spins on a core that a long op's kernel threads want (a
+ * 0.2 ms spin made a 6 ms op 3% slower than in naive mode), while the
+ * waits it should catch, after small ops, last a few microseconds. */
 #define SPIN_NS 200000
+#define WAITER_SPIN_NS 20000
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -675,7 +679,7 @@ static bool spin_for(kiln_engine *e, bool (*ready)(void *), void *arg) {
   bool ok = false;
   for (int i = 1;; i++) {
     if ((ok = ready(arg))) break;
-    if (i % 64 == 0 && now_ns() - start > SPIN_NS) break;
+    if (i % 64 == 0 && now_ns() - start > WAITER_SPIN_NS) break;
     cpu_relax();
   }
   pthread_mutex_lock(&e->lock);
