@@ -100,17 +100,11 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   kiln_engine *engine = kiln_default_engine();
   kiln_engine_var *var = engine && data ? kiln_engine_new_var(engine) : NULL;
   if (!t || !s || !data || !var) {
-    if (!engine) {
-      kiln_status failure = kiln_errorf(KILN_ERR_INTERNAL, "tensor: the default engine could not start: %s", kiln_last_error());
-      kiln_free(t);
-      if (inline_data) {
-        kiln_free_block(s, block_bytes);
-      } else {
-        kiln_free_block(data, block_bytes);
-        kiln_free(s);
-      }
-      return tensor_new_failed(failure, kiln_last_error());
-    }
+    char buf[KILN_SHAPE_STR_MAX];
+    kiln_status failure =
+        !engine ? kiln_errorf(KILN_ERR_INTERNAL, "tensor: the default engine could not start: %s", kiln_last_error())
+                : kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s",
+                              nbytes, dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
     if (var) kiln_engine_delete_var(engine, var, NULL, NULL);
     kiln_free(t);
     if (inline_data) {
@@ -119,10 +113,7 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
       kiln_free_block(data, block_bytes);
       kiln_free(s);
     }
-    char buf[KILN_SHAPE_STR_MAX];
-    kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s", nbytes,
-                dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
-    return tensor_new_failed(KILN_ERR_OUT_OF_MEMORY, kiln_last_error());
+    return tensor_new_failed(failure, kiln_last_error());
   }
   atomic_init(&s->refs, 1);
   s->engine = engine;
