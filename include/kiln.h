@@ -424,12 +424,129 @@ KILN_API kiln_status kiln_engine_profile(kiln_engine *e, const char *path);
 KILN_API kiln_status kiln_wait_to_read(const kiln_tensor *t);
 KILN_API kiln_status kiln_waitall(void);
 
+/* ---------------------------------------------------------------- autograd */
+
+/* Reverse-mode differentiation on a tape, as MXNet's autograd: mark the
+ * tensors to differentiate with kiln_attach_grad, run ops between
+ * kiln_record_begin and kiln_record_end, then kiln_backward from the result.
+ * Gradients are computed with the registry's own ops (so they run on the
+ * engine like any op) and land in each marked tensor's gradient buffer:
+ * overwritten by every backward (KILN_GRAD_WRITE) or added to
+ * (KILN_GRAD_ADD). Recording state is per thread. */
+typedef enum { KILN_GRAD_NULL = 0, KILN_GRAD_WRITE, KILN_GRAD_ADD } kiln_grad_req;
+
+/* Gives t a zero gradient buffer of its shape (float32 or float64 only).
+ * KILN_GRAD_NULL detaches t from differentiation. */
+KILN_API kiln_status kiln_attach_grad(kiln_tensor *t, kiln_grad_req req);
+/* t's gradient buffer (borrowed: valid while t lives and until the next
+ * kiln_attach_grad on it), or NULL when t has none. */
+KILN_API kiln_tensor *kiln_grad(const kiln_tensor *t);
+
+/* Ops inside a record scope build the tape; training says whether layers
+ * like dropout and batch norm behave as in training (kiln_is_training).
+ * Scopes nest; kiln_pause_begin/end open a scope that records nothing (the
+ * no-grad scope). */
+KILN_API kiln_status kiln_record_begin(bool training);
+KILN_API kiln_status kiln_record_end(void);
+KILN_API kiln_status kiln_pause_begin(void);
+KILN_API kiln_status kiln_pause_end(void);
+KILN_API bool kiln_is_recording(void);
+KILN_API bool kiln_is_training(void);
+
+/* Backpropagates from head: with head_grad NULL, head must have one element
+ * and its gradient is 1. Unless retain_graph, the tape behind head is freed
+ * (a second backward through it fails with a message saying so). Fails,
+ * naming the op, when the path to a marked tensor goes through an op that
+ * has no gradient. */
+KILN_API kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain_graph);
+
 /* ---------------------------------------------------------------- kernels */
 
 /* Every op has an optimised kernel and a plain reference kernel. Ops created
  * by this thread after kiln_use_reference_kernels(true) run the reference;
  * tests use it to compare the two. Returns the previous setting. */
 KILN_API bool kiln_use_reference_kernels(bool on);
+
+/* ---------------------------------------------------------------- datasets */
+
+/* Reads an IDX file, the format of MNIST and Fashion-MNIST: two zero bytes,
+ * a type byte, a byte of dimension count (1 to KILN_MAX_DIMS), one
+ * big-endian uint32 per dimension, then the elements, big-endian, in C order.
+ * A file that starts with the gzip magic (1f 8b) is decompressed through
+ * zlib whatever its name; any other file is read as it is. Types map to kiln
+ * dtypes without losing a value: 0x08 unsigned byte -> uint8 (what datasets
+ * use: MNIST images come back as uint8 [N, 28, 28], labels as uint8 [N]),
+ * 0x09 signed byte and 0x0B int16 -> int32 (kiln has no narrower signed
+ * type), 0x0C int32 -> int32, 0x0D float32 -> float32, 0x0E float64 ->
+ * float64. Every field is checked: the magic, the type, the dimension count,
+ * the element count for overflow (before anything is allocated), and the data
+ * length, which must be exactly what the dimensions say: a short file fails
+ * with "truncated", a long one with "trailing data". A damaged gzip stream
+ * fails with "corrupt gzip data" or "truncated gzip stream". Failures are
+ * returned as a failed tensor whose message names the path and what is
+ * wrong (KILN_ERR_IO when the file cannot be opened or read,
+ * KILN_ERR_CORRUPT for malformed contents, KILN_ERR_UNSUPPORTED for more
+ * dims than kiln has, KILN_ERR_OVERFLOW for sizes that do not fit). The
+ * tensor is contiguous and belongs to the caller (or the open scope).
+ * Thread-safe. */
+KILN_API kiln_tensor *kiln_load_idx(const char *path);
+
+/* Loads the Fashion-MNIST training (train true: 60 000 images) or test set
+ * (10 000) from dir, or, when dir is NULL, from where Debian's
+ * dataset-fashion-mnist package puts it (/usr/share/datasets/fashion-mnist).
+ * The files are train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz
+ * (t10k-... for the test set); a name without .gz is used when only it
+ * exists. On success *images is uint8 [N, 28, 28] (0 to 255), *labels uint8
+ * [N] (classes 0 to 9), both owned by the caller (or the open scope). On
+ * failure both are set to NULL and the message (kiln_last_error) names the
+ * path: a missing file is KILN_ERR_IO and says to install Debian's
+ * dataset-fashion-mnist package; images and labels that disagree in count or
+ * shape, or a label above 9, are KILN_ERR_CORRUPT; anything kiln_load_idx
+ * finds wrong is passed on. Thread-safe. */
+KILN_API kiln_status kiln_fashion_mnist_load(const char *dir, bool train, kiln_tensor **images, kiln_tensor **labels);
+
+/* A loader cuts a dataset into batches for training: each epoch visits every
+ * sample once, in an order shuffled afresh per epoch when asked. Epoch e (0
+ * for the first, one more at each kiln_loader_reset) uses a permutation that
+ * depends only on seed and e (Fisher-Yates driven by splitmix64), so a run is
+ * reproducible whatever the threads or engine mode; without shuffle the
+ * order is 0, 1, ..., N - 1. */
+typedef struct kiln_loader kiln_loader;
+typedef enum {
+  KILN_LAST_BATCH_KEEP = 0, /* the last batch of an epoch may be smaller than batch_size */
+  KILN_LAST_BATCH_DISCARD,  /* samples that do not fill a whole batch are skipped this epoch */
+} kiln_last_batch;
+
+/* images: N samples along dim 0, uint8 (scaled by 1/255 into [0, 1]) or
+ * float32/float64 (converted to float32 as they are), any layout; labels:
+ * [N] of uint8, int32 or int64. The loader holds a reference to both (the
+ * caller keeps its own) and waits for their values here, so a failure they
+ * carry is returned now. batch_size must be positive. Returns NULL on
+ * failure, with the message in kiln_last_error (KILN_ERR_INVALID_ARGUMENT
+ * for a NULL or mismatched argument, KILN_ERR_DTYPE for an unsupported
+ * dtype, the tensors' own failure). Free with kiln_loader_free. */
+KILN_API kiln_loader *kiln_loader_new(kiln_tensor *images, kiln_tensor *labels, int64_t batch_size, bool shuffle,
+                                      uint64_t seed, kiln_last_batch policy);
+/* The next batch of the epoch: *x float32 [B, 1, H, W] when images are
+ * [N, H, W] (a channel dim is inserted), else [B, images' trailing dims...];
+ * *y int64 [B]. B is batch_size except perhaps for the last batch under
+ * KILN_LAST_BATCH_KEEP. The handles return at once: the batch is gathered by
+ * work pushed to the default engine, so it is prepared while earlier work
+ * computes, and reading the values waits for it. Both belong to the caller
+ * (or the open scope). When the epoch has no batch left, returns
+ * KILN_ERR_OUT_OF_RANGE with the message "end of epoch" (again on every
+ * call until kiln_loader_reset). On any status other than KILN_OK, *x and *y
+ * are set to NULL. A loader is used by one thread at a time: calls on the
+ * same loader must not overlap (different loaders are independent). */
+KILN_API kiln_status kiln_loader_next(kiln_loader *l, kiln_tensor **x, kiln_tensor **y);
+/* Starts the next epoch, with its own permutation, whether or not the
+ * current one was finished. */
+KILN_API kiln_status kiln_loader_reset(kiln_loader *l);
+/* Batches in one epoch (the same for every epoch); -1 when l is NULL. */
+KILN_API int64_t kiln_loader_num_batches(const kiln_loader *l);
+/* Releases the loader's references; batches already returned stay valid
+ * (pushed work holds what it needs). NULL does nothing. */
+KILN_API void kiln_loader_free(kiln_loader *l);
 
 /* ---------------------------------------------------------------- .npy */
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "imperative/autograd.h"
 #include "imperative/dispatch.h"
 
 enum { LOCAL_VIEWS = 8 };
@@ -204,6 +205,7 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
     st = push_kernel(&c, in, out);
     if (st != KILN_OK) goto fail;
   }
+  if (autograd_wants(n_in, in)) autograd_record(id, c.attrs, n_in, in, n_out, out);
   goto done;
 
 fail:

@@ -172,9 +172,12 @@ static void storage_release(kiln_storage *s) {
   }
 }
 
+void (*tensor_ag_free)(void *entry);
+
 void kiln_tensor_release(kiln_tensor *t) {
   if (!t || t->immortal) return;
   if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+  if (t->ag) tensor_ag_free(t->ag);
   storage_release(t->storage);
   kiln_free(t->error);
   kiln_free(t);

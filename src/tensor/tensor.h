@@ -35,7 +35,12 @@ struct kiln_tensor {
   kiln_storage *storage; /* NULL when failed */
   kiln_status status;
   char *error; /* owned; NULL when ok */
+  void *ag;    /* the autograd entry (src/imperative/autograd.c), or NULL */
 };
+
+/* Frees a tensor's autograd entry; set by the autograd module, which sits
+ * above this layer. */
+extern void (*tensor_ag_free)(void *entry);
 
 /* Element count of a shape, or a failure naming op when a dim is negative or
  * the count (times the element size) overflows. */

@@ -1,0 +1,324 @@
+/* The gradient of every differentiable op, written with registry ops so it
+ * runs on the engine like any op, and so that 4/8 can differentiate graphs
+ * with the same definitions. Each function gets the op's saved inputs and
+ * outputs and the gradient of each output (see imperative/autograd.h);
+ * everything it makes belongs to backward's scope. Broadcasting ops reduce
+ * their gradients back to each input's shape (sum_to). */
+#include <pthread.h>
+#include <string.h>
+
+#include "imperative/autograd.h"
+#include "imperative/dispatch.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+
+/* ------------------------------------------------------------ helpers */
+
+/* g summed over the dims it was broadcast along to reach like's shape. */
+static kiln_tensor *sum_to(kiln_tensor *g, const kiln_tensor *like) {
+  int axes[KILN_MAX_DIMS], n = 0, lead = g->ndim - like->ndim;
+  for (int d = 0; d < g->ndim; d++) {
+    int j = d - lead;
+    if (j < 0 || (like->shape[j] == 1 && g->shape[d] != 1)) axes[n++] = d;
+  }
+  kiln_tensor *r = n ? kiln_sum(g, n, axes, true) : g;
+  return kiln_reshape(r, like->ndim, like->shape);
+}
+
+/* The axes a reduction reduced (its "axes" attribute; empty means all). */
+static void reduced_axes(const kiln_grad_call *c, bool *reduced) {
+  const kiln_tensor *x = c->in[0];
+  const kiln_attr_value *ax = &c->attrs[0];
+  for (int d = 0; d < KILN_MAX_DIMS; d++) reduced[d] = ax->n == 0 && d < x->ndim;
+  for (int i = 0; i < ax->n; i++) {
+    int64_t a = ax->ints[i] < 0 ? ax->ints[i] + x->ndim : ax->ints[i];
+    if (a >= 0 && a < x->ndim) reduced[a] = true;
+  }
+}
+
+/* A reduction's output (or its gradient) broadcast back over x's shape. */
+static kiln_tensor *expand_back(const kiln_grad_call *c, kiln_tensor *y) {
+  const kiln_tensor *x = c->in[0];
+  bool reduced[KILN_MAX_DIMS];
+  reduced_axes(c, reduced);
+  int64_t keep[KILN_MAX_DIMS];
+  for (int d = 0; d < x->ndim; d++) keep[d] = reduced[d] ? 1 : x->shape[d];
+  return kiln_broadcast_to(kiln_reshape(y, x->ndim, keep), x->ndim, x->shape);
+}
+
+static kiln_tensor *ones_minus(kiln_tensor *t) { return kiln_add_scalar(kiln_neg(t), 1); }
+
+/* 1 where t > 0, else 0, in t's dtype (sign of relu). */
+static kiln_tensor *positive_mask(kiln_tensor *t) { return kiln_sign(kiln_relu(t)); }
+
+static kiln_tensor *as_mask(kiln_tensor *cond, kiln_dtype dt) { return kiln_cast(cond, dt); }
+
+#define G (c->out_grad[0])
+#define X (c->in[0])
+#define Y (c->out[0])
+#define NEED(i) (c->need[i])
+
+/* ------------------------------------------------------------ elementwise */
+
+static kiln_status grad_unary(kiln_grad_call *c) {
+  kiln_tensor *g = G, *x = X, *y = Y, *r;
+  switch (c->def->code) {
+  case KK_NEG: r = kiln_neg(g); break;
+  case KK_ABS: r = kiln_mul(g, kiln_sign(x)); break;
+  case KK_EXP: r = kiln_mul(g, y); break;
+  case KK_LOG: r = kiln_div(g, x); break;
+  case KK_SQRT: r = kiln_div(kiln_mul_scalar(g, 0.5), y); break;
+  case KK_RSQRT: r = kiln_mul(g, kiln_mul_scalar(kiln_mul(y, kiln_square(y)), -0.5)); break;
+  case KK_SQUARE: r = kiln_mul(g, kiln_mul_scalar(x, 2)); break;
+  case KK_SIN: r = kiln_mul(g, kiln_cos(x)); break;
+  case KK_COS: r = kiln_neg(kiln_mul(g, kiln_sin(x))); break;
+  case KK_TANH: r = kiln_mul(g, ones_minus(kiln_square(y))); break;
+  case KK_SIGMOID: r = kiln_mul(g, kiln_mul(y, ones_minus(y))); break;
+  case KK_RELU: r = kiln_mul(g, kiln_sign(y)); break;
+  case KK_LEAKY_RELU: {
+    double slope = c->attrs[0].f;
+    r = kiln_mul(g, kiln_add_scalar(kiln_mul_scalar(positive_mask(x), 1 - slope), slope));
+    break;
+  }
+  case KK_SOFTPLUS: r = kiln_mul(g, kiln_sigmoid(x)); break;
+  case KK_CLIP: r = kiln_mul(g, as_mask(kiln_equal(x, y), g->dtype)); break;
+  case KK_SIGN: case KK_FLOOR: case KK_CEIL: case KK_ROUND: r = kiln_zeros(g->dtype, g->ndim, g->shape); break;
+  default: return kiln_errorf(KILN_ERR_UNSUPPORTED, "%s has no gradient", c->def->name);
+  }
+  c->in_grad[0] = r;
+  return KILN_OK;
+}
+
+static kiln_status grad_binary(kiln_grad_call *c) {
+  kiln_tensor *g = G, *a = c->in[0], *b = c->in[1], *y = Y;
+  kiln_tensor *ga = NULL, *gb = NULL;
+  switch (c->def->code) {
+  case KK_ADD: ga = g, gb = g; break;
+  case KK_SUB: ga = g, gb = kiln_neg(g); break;
+  case KK_MUL: ga = kiln_mul(g, b), gb = kiln_mul(g, a); break;
+  case KK_DIV: ga = kiln_div(g, b), gb = kiln_neg(kiln_div(kiln_mul(g, y), b)); break;
+  case KK_POW:
+    ga = kiln_mul(g, kiln_mul(b, kiln_pow(a, kiln_add_scalar(b, -1))));
+    gb = kiln_mul(g, kiln_mul(y, kiln_log(a)));
+    break;
+  case KK_MAXIMUM: case KK_MINIMUM: {
+    kiln_tensor *m = as_mask(c->def->code == KK_MAXIMUM ? kiln_greater_equal(a, b) : kiln_less_equal(a, b), g->dtype);
+    ga = kiln_mul(g, m), gb = kiln_mul(g, ones_minus(m));
+    break;
+  }
+  default: return kiln_errorf(KILN_ERR_UNSUPPORTED, "%s has no gradient", c->def->name);
+  }
+  if (NEED(0)) c->in_grad[0] = sum_to(ga, a);
+  if (NEED(1)) c->in_grad[1] = sum_to(gb, b);
+  return KILN_OK;
+}
+
+static kiln_status grad_scalar(kiln_grad_call *c) {
+  kiln_tensor *g = G, *x = X, *y = Y;
+  double s = c->attrs[0].f;
+  switch (c->def->code) {
+  case KK_ADD: case KK_SUB: c->in_grad[0] = g; break;
+  case KK_MUL: c->in_grad[0] = kiln_mul_scalar(g, s); break;
+  case KK_DIV: c->in_grad[0] = kiln_div_scalar(g, s); break;
+  case KK_POW: c->in_grad[0] = kiln_mul(g, kiln_mul_scalar(kiln_pow_scalar(x, s - 1), s)); break;
+  case KK_MAXIMUM: case KK_MINIMUM: c->in_grad[0] = kiln_mul(g, as_mask(kiln_equal(x, y), g->dtype)); break;
+  default: return kiln_errorf(KILN_ERR_UNSUPPORTED, "%s has no gradient", c->def->name);
+  }
+  return KILN_OK;
+}
+
+static kiln_status grad_where(kiln_grad_call *c) {
+  kiln_tensor *g = G, *zero = kiln_zeros(g->dtype, 0, NULL);
+  if (NEED(1)) c->in_grad[1] = sum_to(kiln_where(c->in[0], g, zero), c->in[1]);
+  if (NEED(2)) c->in_grad[2] = sum_to(kiln_where(c->in[0], zero, g), c->in[2]);
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------ reductions */
+
+static kiln_status grad_reduce(kiln_grad_call *c) {
+  kiln_tensor *x = X, *gx = expand_back(c, G);
+  int64_t count = kiln_tensor_numel(Y) ? kiln_tensor_numel(x) / kiln_tensor_numel(Y) : 0;
+  bool reduced[KILN_MAX_DIMS];
+  reduced_axes(c, reduced);
+  int axes[KILN_MAX_DIMS], n = 0;
+  for (int d = 0; d < x->ndim; d++)
+    if (reduced[d]) axes[n++] = d;
+  switch (c->def->code) {
+  case KK_SUM: c->in_grad[0] = gx; break;
+  case KK_MEAN: c->in_grad[0] = kiln_div_scalar(gx, (double)count); break;
+  case KK_MAX: case KK_MIN: {
+    /* Ties share the gradient equally, as torch's amax/amin. */
+    kiln_tensor *m = as_mask(kiln_equal(x, expand_back(c, Y)), x->dtype);
+    kiln_tensor *ties = n ? kiln_sum(m, n, axes, true) : m;
+    c->in_grad[0] = kiln_div(kiln_mul(gx, m), ties);
+    break;
+  }
+  case KK_LOGSUMEXP: c->in_grad[0] = kiln_mul(gx, kiln_exp(kiln_sub(x, expand_back(c, Y)))); break;
+  case KK_VAR: {
+    kiln_tensor *mean = n ? kiln_mean(x, n, axes, true) : x;
+    double denom = (double)(count - c->attrs[2].i);
+    c->in_grad[0] = kiln_mul(gx, kiln_mul_scalar(kiln_sub(x, mean), 2.0 / denom));
+    break;
+  }
+  default: return kiln_errorf(KILN_ERR_UNSUPPORTED, "%s has no gradient", c->def->name);
+  }
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------ linear algebra */
+
+static kiln_tensor *transpose_last(kiln_tensor *t) { return kiln_transpose(t, -1, -2); }
+
+static kiln_status grad_matmul(kiln_grad_call *c) {
+  kiln_tensor *a = c->in[0], *b = c->in[1], *g = G;
+  /* As >= 2-D operands: a [.., M, K], b [.., K, N], g [.., M, N]. */
+  kiln_tensor *a2 = a->ndim == 1 ? kiln_reshape(a, 2, (int64_t[]){1, a->shape[0]}) : a;
+  kiln_tensor *b2 = b->ndim == 1 ? kiln_reshape(b, 2, (int64_t[]){b->shape[0], 1}) : b;
+  int64_t gs[KILN_MAX_DIMS + 2];
+  int gn = 0;
+  for (int d = 0; d < g->ndim - (a->ndim > 1) - (b->ndim > 1); d++) gs[gn++] = g->shape[d];
+  gs[gn++] = a2->shape[a2->ndim - 2];
+  gs[gn++] = b2->shape[b2->ndim - 1];
+  kiln_tensor *g2 = kiln_reshape(g, gn, gs);
+  if (NEED(0)) c->in_grad[0] = kiln_reshape(sum_to(kiln_matmul(g2, transpose_last(b2)), a2), a->ndim, a->shape);
+  if (NEED(1)) c->in_grad[1] = kiln_reshape(sum_to(kiln_matmul(transpose_last(a2), g2), b2), b->ndim, b->shape);
+  return KILN_OK;
+}
+
+static kiln_status grad_linear(kiln_grad_call *c) {
+  kiln_tensor *x = c->in[0], *w = c->in[1], *g = G;
+  int64_t in = w->shape[1], out = w->shape[0], rows = in ? kiln_tensor_numel(x) / in : 0;
+  if (NEED(0)) c->in_grad[0] = kiln_matmul(g, w); /* [.., O] . [O, I] */
+  kiln_tensor *g2 = kiln_reshape(g, 2, (int64_t[]){rows, out});
+  if (NEED(1)) c->in_grad[1] = kiln_matmul(transpose_last(g2), kiln_reshape(x, 2, (int64_t[]){rows, in}));
+  if (c->n_in == 3 && NEED(2)) c->in_grad[2] = kiln_sum(g2, 1, (int[]){0}, false);
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------ layout */
+
+static kiln_status grad_reshape_like(kiln_grad_call *c) {
+  c->in_grad[0] = kiln_reshape(G, X->ndim, X->shape);
+  return KILN_OK;
+}
+
+static kiln_status grad_permute(kiln_grad_call *c) {
+  int inverse[KILN_MAX_DIMS];
+  for (int i = 0; i < c->attrs[0].n; i++) {
+    int64_t a = c->attrs[0].ints[i];
+    inverse[a < 0 ? a + X->ndim : a] = i;
+  }
+  c->in_grad[0] = kiln_permute(G, X->ndim, inverse);
+  return KILN_OK;
+}
+
+static kiln_status grad_broadcast_to(kiln_grad_call *c) {
+  c->in_grad[0] = sum_to(G, X);
+  return KILN_OK;
+}
+
+static kiln_status grad_slice(kiln_grad_call *c) {
+  int64_t axis = c->attrs[0].i < 0 ? c->attrs[0].i + X->ndim : c->attrs[0].i;
+  int64_t start = c->attrs[1].i, step = c->attrs[3].i, len = X->shape[axis];
+  if (step != 1) return kiln_errorf(KILN_ERR_UNSUPPORTED, "slice: no gradient for a step other than 1 yet");
+  start = start == KILN_END ? 0 : start < 0 ? (start + len < 0 ? 0 : start + len) : (start > len ? len : start);
+  int64_t pads[2 * KILN_MAX_DIMS] = {0};
+  pads[2 * axis] = start;
+  pads[2 * axis + 1] = len - start - G->shape[axis];
+  c->in_grad[0] = kiln_pad(G, (int)(2 * (axis + 1)), pads, 0);
+  return KILN_OK;
+}
+
+static kiln_status grad_cast(kiln_grad_call *c) {
+  if (!kk_is_float(X->dtype)) return kiln_errorf(KILN_ERR_UNSUPPORTED, "cast: no gradient into %s", kiln_dtype_name(X->dtype));
+  c->in_grad[0] = kiln_cast(G, X->dtype);
+  return KILN_OK;
+}
+
+static kiln_status grad_concat(kiln_grad_call *c) {
+  int64_t axis = c->attrs[0].i < 0 ? c->attrs[0].i + X->ndim : c->attrs[0].i;
+  int64_t sizes[64];
+  if (c->n_in > 64) return kiln_errorf(KILN_ERR_UNSUPPORTED, "concat: no gradient for more than 64 inputs yet");
+  for (int i = 0; i < c->n_in; i++) sizes[i] = c->in[i]->shape[axis];
+  return kiln_split(G, (int)axis, c->n_in, sizes, c->in_grad);
+}
+
+static kiln_status grad_split(kiln_grad_call *c) {
+  int64_t axis = c->attrs[0].i < 0 ? c->attrs[0].i + X->ndim : c->attrs[0].i;
+  c->in_grad[0] = kiln_concat(c->n_out, c->out_grad, (int)axis);
+  return KILN_OK;
+}
+
+static kiln_status grad_pad(kiln_grad_call *c) {
+  kiln_tensor *g = G;
+  const kiln_attr_value *p = &c->attrs[0];
+  for (int i = 0; i < p->n / 2; i++) g = kiln_slice(g, i, p->ints[2 * i], p->ints[2 * i] + X->shape[i], 1);
+  c->in_grad[0] = g;
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------ neural-network ops */
+
+static kiln_status grad_softmax(kiln_grad_call *c) {
+  int axis = (int)c->attrs[0].i;
+  kiln_tensor *g = G, *y = Y;
+  if (c->def->code == 0) /* softmax: y * (g - sum(g * y)) */
+    c->in_grad[0] = kiln_mul(y, kiln_sub(g, kiln_sum(kiln_mul(g, y), 1, &axis, true)));
+  else /* log_softmax: g - exp(y) * sum(g) */
+    c->in_grad[0] = kiln_sub(g, kiln_mul(kiln_exp(y), kiln_sum(g, 1, &axis, true)));
+  return KILN_OK;
+}
+
+static kiln_status grad_softmax_cross_entropy(kiln_grad_call *c) {
+  kiln_tensor *logits = c->in[0], *labels = c->in[1];
+  int64_t n = logits->shape[0], classes = logits->shape[1];
+  kiln_tensor *p = kiln_softmax(logits, -1);
+  kiln_tensor *diff = kiln_sub(p, kiln_one_hot(labels, classes, logits->dtype));
+  c->in_grad[0] = kiln_div_scalar(kiln_mul(diff, G), n ? (double)n : 1.0);
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------ the table */
+
+static kiln_grad_fn grads[KILN_OP_COUNT];
+
+static void fill_table(void) {
+  static const kiln_op_id unary[] = {KILN_OP_NEG,     KILN_OP_ABS,   KILN_OP_EXP,        KILN_OP_LOG,  KILN_OP_SQRT,
+                                     KILN_OP_RSQRT,   KILN_OP_SQUARE, KILN_OP_SIN,       KILN_OP_COS,  KILN_OP_TANH,
+                                     KILN_OP_SIGMOID, KILN_OP_RELU,  KILN_OP_LEAKY_RELU, KILN_OP_SOFTPLUS,
+                                     KILN_OP_CLIP,    KILN_OP_SIGN,  KILN_OP_FLOOR,      KILN_OP_CEIL, KILN_OP_ROUND};
+  for (size_t i = 0; i < sizeof unary / sizeof *unary; i++) grads[unary[i]] = grad_unary;
+  static const kiln_op_id binary[] = {KILN_OP_ADD, KILN_OP_SUB, KILN_OP_MUL, KILN_OP_DIV, KILN_OP_POW,
+                                      KILN_OP_MAXIMUM, KILN_OP_MINIMUM};
+  for (size_t i = 0; i < sizeof binary / sizeof *binary; i++) grads[binary[i]] = grad_binary;
+  static const kiln_op_id scalar[] = {KILN_OP_ADD_SCALAR, KILN_OP_SUB_SCALAR, KILN_OP_MUL_SCALAR, KILN_OP_DIV_SCALAR,
+                                      KILN_OP_POW_SCALAR, KILN_OP_MAXIMUM_SCALAR, KILN_OP_MINIMUM_SCALAR};
+  for (size_t i = 0; i < sizeof scalar / sizeof *scalar; i++) grads[scalar[i]] = grad_scalar;
+  static const kiln_op_id reductions[] = {KILN_OP_SUM, KILN_OP_MEAN, KILN_OP_MAX, KILN_OP_MIN, KILN_OP_LOGSUMEXP,
+                                          KILN_OP_VAR};
+  for (size_t i = 0; i < sizeof reductions / sizeof *reductions; i++) grads[reductions[i]] = grad_reduce;
+  grads[KILN_OP_WHERE] = grad_where;
+  grads[KILN_OP_MATMUL] = grad_matmul;
+  grads[KILN_OP_LINEAR] = grad_linear;
+  grads[KILN_OP_RESHAPE] = grad_reshape_like;
+  grads[KILN_OP_SQUEEZE] = grad_reshape_like;
+  grads[KILN_OP_EXPAND_DIMS] = grad_reshape_like;
+  grads[KILN_OP_COPY] = grad_reshape_like;
+  grads[KILN_OP_PERMUTE] = grad_permute;
+  grads[KILN_OP_BROADCAST_TO] = grad_broadcast_to;
+  grads[KILN_OP_SLICE] = grad_slice;
+  grads[KILN_OP_CAST] = grad_cast;
+  grads[KILN_OP_CONCAT] = grad_concat;
+  grads[KILN_OP_SPLIT] = grad_split;
+  grads[KILN_OP_PAD] = grad_pad;
+  grads[KILN_OP_SOFTMAX] = grad_softmax;
+  grads[KILN_OP_LOG_SOFTMAX] = grad_softmax;
+  grads[KILN_OP_SOFTMAX_CROSS_ENTROPY] = grad_softmax_cross_entropy;
+}
+
+kiln_grad_fn kiln_op_grad(kiln_op_id id) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, fill_table);
+  return (unsigned)id < KILN_OP_COUNT ? grads[id] : NULL;
+}

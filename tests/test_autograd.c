@@ -1,0 +1,378 @@
+/* Autograd: every op with a gradient against central finite differences in
+ * float64, plus the tape's semantics (grad_req write/add/null, retain_graph,
+ * the no-grad scope, heads with a gradient, cut paths, ops without a
+ * gradient). The loss is sum(op(x) * w) for fixed random w, so every output
+ * element's gradient is exercised with a different weight. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+typedef kiln_tensor *(*op_fn)(kiln_tensor **in);
+
+static double loss_value(op_fn f, kiln_tensor **in, kiln_tensor *w) {
+  kiln_scope_begin();
+  kiln_tensor *y = f(in);
+  double v = NAN;
+  kiln_tensor *l = kiln_sum(kiln_mul(y, w), 0, NULL, false);
+  if (kiln_tensor_item(l, &v) != KILN_OK) fprintf(stderr, "loss: %s\n", kiln_last_error());
+  kiln_scope_end();
+  return v;
+}
+
+static void set_element(kiln_tensor **slot, int64_t i, double value) {
+  kiln_tensor *t = *slot;
+  int64_t n = kiln_tensor_numel(t);
+  double *buf = malloc((size_t)n * sizeof(double));
+  kiln_tensor_copy_to(t, buf, (size_t)n * sizeof(double));
+  buf[i] = value;
+  kiln_tensor *r = kiln_from_data(KILN_F64, kiln_tensor_ndim(t), kiln_tensor_shape(t), buf);
+  free(buf);
+  kiln_tensor_release(t);
+  *slot = r;
+}
+
+/* Checks d loss / d in[k] for every float input against central
+ * differences (h = 1e-6 in float64: truncation and rounding both ~1e-9
+ * relative, so rtol 1e-5 leaves a wide margin). */
+static void check_gradients(const char *name, op_fn f, int n_in, kiln_tensor **in) {
+  kiln_scope_begin();
+  kiln_tensor *y0 = f(in);
+  assert_true(tu_ok(name, y0));
+  int nd = kiln_tensor_ndim(y0);
+  int64_t shape[KILN_MAX_DIMS];
+  memcpy(shape, kiln_tensor_shape(y0), sizeof(int64_t) * (size_t)nd);
+  kiln_scope_end();
+  kiln_tensor *w = tu_random(KILN_F64, nd, shape, 77, -1, 1);
+  for (int k = 0; k < n_in; k++)
+    if (kiln_tensor_dtype(in[k]) == KILN_F64) assert_int_equal(kiln_attach_grad(in[k], KILN_GRAD_WRITE), KILN_OK);
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  kiln_tensor *l = kiln_sum(kiln_mul(f(in), w), 0, NULL, false);
+  kiln_record_end();
+  kiln_status st = kiln_backward(l, NULL, false);
+  if (st != KILN_OK) fprintf(stderr, "%s: backward: %s\n", name, kiln_last_error());
+  assert_int_equal(st, KILN_OK);
+  kiln_scope_end();
+  for (int k = 0; k < n_in; k++) {
+    if (kiln_tensor_dtype(in[k]) != KILN_F64) continue;
+    int64_t n = kiln_tensor_numel(in[k]);
+    double *analytic = malloc((size_t)(n ? n : 1) * sizeof(double)), *numeric = malloc((size_t)(n ? n : 1) * sizeof(double));
+    assert_int_equal(kiln_tensor_copy_to(kiln_grad(in[k]), analytic, (size_t)n * sizeof(double)), KILN_OK);
+    for (int64_t i = 0; i < n; i++) {
+      double x0;
+      double *buf = malloc((size_t)n * sizeof(double));
+      kiln_tensor_copy_to(in[k], buf, (size_t)n * sizeof(double));
+      x0 = buf[i];
+      free(buf);
+      const double h = 1e-6;
+      set_element(&in[k], i, x0 + h);
+      double up = loss_value(f, in, w);
+      set_element(&in[k], i, x0 - h);
+      double down = loss_value(f, in, w);
+      set_element(&in[k], i, x0);
+      numeric[i] = (up - down) / (2 * h);
+    }
+    char label[128];
+    snprintf(label, sizeof label, "%s d/d input %d", name, k);
+    kiln_tensor *want = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, numeric);
+    kiln_tensor *got = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, analytic);
+    assert_true(tu_close(label, got, want, 1e-5, 1e-7));
+    kiln_tensor_release(want);
+    kiln_tensor_release(got);
+    free(analytic);
+    free(numeric);
+  }
+  kiln_tensor_release(w);
+}
+
+static kiln_tensor *rnd(int nd, const int64_t *shape, uint64_t seed, double lo, double hi) {
+  return tu_random(KILN_F64, nd, shape, seed, lo, hi);
+}
+
+static void release_all_inputs(int n, kiln_tensor **in) {
+  for (int i = 0; i < n; i++) kiln_tensor_release(in[i]);
+}
+
+/* ------------------------------------------------------------ the ops */
+
+#define UNARY_CASE(fname, expr)                                \
+  static kiln_tensor *fname(kiln_tensor **in) { return expr; }
+
+UNARY_CASE(f_neg, kiln_neg(in[0]))
+UNARY_CASE(f_abs, kiln_abs(in[0]))
+UNARY_CASE(f_exp, kiln_exp(in[0]))
+UNARY_CASE(f_log, kiln_log(in[0]))
+UNARY_CASE(f_sqrt, kiln_sqrt(in[0]))
+UNARY_CASE(f_rsqrt, kiln_rsqrt(in[0]))
+UNARY_CASE(f_square, kiln_square(in[0]))
+UNARY_CASE(f_sin, kiln_sin(in[0]))
+UNARY_CASE(f_cos, kiln_cos(in[0]))
+UNARY_CASE(f_tanh, kiln_tanh(in[0]))
+UNARY_CASE(f_sigmoid, kiln_sigmoid(in[0]))
+UNARY_CASE(f_relu, kiln_relu(in[0]))
+UNARY_CASE(f_leaky, kiln_leaky_relu(in[0], 0.1))
+UNARY_CASE(f_softplus, kiln_softplus(in[0]))
+UNARY_CASE(f_clip, kiln_clip(in[0], -0.5, 0.7))
+UNARY_CASE(f_add_s, kiln_add_scalar(in[0], 2))
+UNARY_CASE(f_sub_s, kiln_sub_scalar(in[0], 2))
+UNARY_CASE(f_mul_s, kiln_mul_scalar(in[0], -3))
+UNARY_CASE(f_div_s, kiln_div_scalar(in[0], 4))
+UNARY_CASE(f_pow_s, kiln_pow_scalar(in[0], 3))
+UNARY_CASE(f_max_s, kiln_maximum_scalar(in[0], 0.1))
+UNARY_CASE(f_min_s, kiln_minimum_scalar(in[0], 0.1))
+UNARY_CASE(f_add, kiln_add(in[0], in[1]))
+UNARY_CASE(f_sub, kiln_sub(in[0], in[1]))
+UNARY_CASE(f_mul, kiln_mul(in[0], in[1]))
+UNARY_CASE(f_div, kiln_div(in[0], in[1]))
+UNARY_CASE(f_pow, kiln_pow(in[0], in[1]))
+UNARY_CASE(f_maximum, kiln_maximum(in[0], in[1]))
+UNARY_CASE(f_minimum, kiln_minimum(in[0], in[1]))
+UNARY_CASE(f_where, kiln_where(kiln_greater(in[0], in[1]), in[0], in[1]))
+UNARY_CASE(f_sum01, kiln_sum(in[0], 2, (int[]){0, 2}, false))
+UNARY_CASE(f_sum_keep, kiln_sum(in[0], 1, (int[]){1}, true))
+UNARY_CASE(f_mean, kiln_mean(in[0], 1, (int[]){-1}, false))
+UNARY_CASE(f_max_r, kiln_max(in[0], 1, (int[]){1}, false))
+UNARY_CASE(f_min_r, kiln_min(in[0], 0, NULL, false))
+UNARY_CASE(f_lse, kiln_logsumexp(in[0], 1, (int[]){1}, true))
+UNARY_CASE(f_var, kiln_var(in[0], 1, (int[]){0}, false, 1))
+UNARY_CASE(f_matmul, kiln_matmul(in[0], in[1]))
+UNARY_CASE(f_linear, kiln_linear(in[0], in[1], in[2]))
+UNARY_CASE(f_reshape, kiln_reshape(in[0], 2, (int64_t[]){4, -1}))
+UNARY_CASE(f_transpose, kiln_transpose(in[0], 0, 2))
+UNARY_CASE(f_broadcast, kiln_broadcast_to(in[0], 3, (int64_t[]){2, 3, 4}))
+UNARY_CASE(f_squeeze, kiln_squeeze(in[0], 1))
+UNARY_CASE(f_expand, kiln_expand_dims(in[0], -1))
+UNARY_CASE(f_slice, kiln_slice(in[0], 1, 1, 3, 1))
+UNARY_CASE(f_copy, kiln_copy(kiln_transpose(in[0], 0, 1)))
+UNARY_CASE(f_concat, kiln_concat(2, (kiln_tensor *const[]){in[0], in[1]}, 1))
+UNARY_CASE(f_pad, kiln_pad(in[0], 4, (int64_t[]){1, 0, 2, 1}, 0.5))
+UNARY_CASE(f_softmax, kiln_softmax(in[0], 1))
+UNARY_CASE(f_log_softmax, kiln_log_softmax(in[0], -1))
+UNARY_CASE(f_xent, kiln_softmax_cross_entropy(in[0], in[1]))
+
+static kiln_tensor *f_split(kiln_tensor **in) {
+  kiln_tensor *parts[2];
+  kiln_split(in[0], 1, 2, (int64_t[]){1, 3}, parts);
+  return kiln_mul(parts[1], kiln_sum(parts[0], 0, NULL, false));
+}
+
+
+typedef struct {
+  const char *name;
+  op_fn f;
+  double lo, hi; /* the input range (log, sqrt need positives) */
+} unary_case;
+
+static void unary_ops(void **state) {
+  (void)state;
+  static const unary_case cases[] = {
+      {"neg", f_neg, -2, 2},          {"abs", f_abs, -2, 2},         {"exp", f_exp, -2, 2},
+      {"log", f_log, 0.5, 3},         {"sqrt", f_sqrt, 0.5, 3},      {"rsqrt", f_rsqrt, 0.5, 3},
+      {"square", f_square, -2, 2},    {"sin", f_sin, -2, 2},         {"cos", f_cos, -2, 2},
+      {"tanh", f_tanh, -2, 2},        {"sigmoid", f_sigmoid, -3, 3}, {"relu", f_relu, -2, 2},
+      {"leaky_relu", f_leaky, -2, 2}, {"softplus", f_softplus, -3, 3}, {"clip", f_clip, -2, 2},
+      {"add_scalar", f_add_s, -2, 2}, {"sub_scalar", f_sub_s, -2, 2}, {"mul_scalar", f_mul_s, -2, 2},
+      {"div_scalar", f_div_s, -2, 2}, {"pow_scalar", f_pow_s, -2, 2}, {"maximum_scalar", f_max_s, -2, 2},
+      {"minimum_scalar", f_min_s, -2, 2}, {"sum axes 0,2", f_sum01, -2, 2}, {"sum keepdims", f_sum_keep, -2, 2},
+      {"mean", f_mean, -2, 2},        {"max", f_max_r, -2, 2},       {"min (all)", f_min_r, -2, 2},
+      {"logsumexp", f_lse, -2, 2},    {"var ddof 1", f_var, -2, 2},  {"reshape", f_reshape, -2, 2},
+      {"transpose", f_transpose, -2, 2}, {"slice", f_slice, -2, 2},   {"copy", f_copy, -2, 2},
+      {"pad", f_pad, -2, 2},          {"softmax", f_softmax, -2, 2}, {"log_softmax", f_log_softmax, -2, 2},
+      {"split", f_split, -2, 2},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    /* Values away from kinks (relu, abs, clip at their corners) so the
+     * central difference does not straddle one. */
+    kiln_tensor *in[1] = {rnd(3, (int64_t[]){2, 4, 3}, 100 + i, cases[i].lo, cases[i].hi)};
+    check_gradients(cases[i].name, cases[i].f, 1, in);
+    release_all_inputs(1, in);
+  }
+}
+
+static void broadcasting_binary_ops(void **state) {
+  (void)state;
+  static const unary_case cases[] = {{"add", f_add, -2, 2},         {"sub", f_sub, -2, 2},
+                                     {"mul", f_mul, -2, 2},         {"div", f_div, 0.5, 2},
+                                     {"pow", f_pow, 0.5, 2},        {"maximum", f_maximum, -2, 2},
+                                     {"minimum", f_minimum, -2, 2}, {"where", f_where, -2, 2}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    kiln_tensor *in[2] = {rnd(3, (int64_t[]){2, 1, 3}, 200 + i, cases[i].lo, cases[i].hi),
+                          rnd(2, (int64_t[]){4, 1}, 300 + i, cases[i].lo, cases[i].hi)};
+    check_gradients(cases[i].name, cases[i].f, 2, in);
+    release_all_inputs(2, in);
+  }
+}
+
+static void shape_ops(void **state) {
+  (void)state;
+  kiln_tensor *b[1] = {rnd(2, (int64_t[]){3, 1}, 401, -2, 2)};
+  check_gradients("broadcast_to", f_broadcast, 1, b);
+  release_all_inputs(1, b);
+  kiln_tensor *s[1] = {rnd(3, (int64_t[]){3, 1, 2}, 402, -2, 2)};
+  check_gradients("squeeze", f_squeeze, 1, s);
+  check_gradients("expand_dims", f_expand, 1, s);
+  release_all_inputs(1, s);
+  kiln_tensor *c[2] = {rnd(2, (int64_t[]){3, 2}, 403, -2, 2), rnd(2, (int64_t[]){3, 4}, 404, -2, 2)};
+  check_gradients("concat", f_concat, 2, c);
+  release_all_inputs(2, c);
+}
+
+static void linear_algebra(void **state) {
+  (void)state;
+  kiln_tensor *mm[2] = {rnd(3, (int64_t[]){2, 3, 4}, 501, -1, 1), rnd(2, (int64_t[]){4, 5}, 502, -1, 1)};
+  check_gradients("matmul batched x 2-D", f_matmul, 2, mm);
+  release_all_inputs(2, mm);
+  kiln_tensor *mv[2] = {rnd(2, (int64_t[]){3, 4}, 503, -1, 1), rnd(1, (int64_t[]){4}, 504, -1, 1)};
+  check_gradients("matmul 2-D x 1-D", f_matmul, 2, mv);
+  release_all_inputs(2, mv);
+  kiln_tensor *vm[2] = {rnd(1, (int64_t[]){3}, 505, -1, 1), rnd(3, (int64_t[]){2, 3, 4}, 506, -1, 1)};
+  check_gradients("matmul 1-D x batched", f_matmul, 2, vm);
+  release_all_inputs(2, vm);
+  kiln_tensor *lin[3] = {rnd(3, (int64_t[]){2, 3, 4}, 507, -1, 1), rnd(2, (int64_t[]){5, 4}, 508, -1, 1),
+                         rnd(1, (int64_t[]){5}, 509, -1, 1)};
+  check_gradients("linear", f_linear, 3, lin);
+  release_all_inputs(3, lin);
+}
+
+static void cross_entropy(void **state) {
+  (void)state;
+  kiln_tensor *in[2] = {rnd(2, (int64_t[]){5, 4}, 601, -2, 2),
+                        kiln_from_data(KILN_I64, 1, (int64_t[]){5}, (int64_t[]){0, 3, 1, 1, 2})};
+  check_gradients("softmax_cross_entropy", f_xent, 2, in);
+  release_all_inputs(2, in);
+}
+
+/* ------------------------------------------------------------ the tape */
+
+static double grad_at(const kiln_tensor *t, int64_t i) {
+  double v[16];
+  kiln_tensor_copy_to(kiln_grad(t), v, sizeof(double) * (size_t)kiln_tensor_numel(t));
+  return v[i];
+}
+
+/* y = sum(x * x) twice: write keeps the last (2x), add sums both (4x). */
+static void grad_req_write_add_null(void **state) {
+  (void)state;
+  kiln_tensor *x = kiln_from_data(KILN_F64, 1, (int64_t[]){2}, (double[]){1.5, -2});
+  for (int req = KILN_GRAD_WRITE; req <= KILN_GRAD_ADD; req++) {
+    assert_int_equal(kiln_attach_grad(x, (kiln_grad_req)req), KILN_OK);
+    kiln_tensor *grad_before = kiln_grad(x);
+    for (int round = 0; round < 2; round++) {
+      kiln_scope_begin();
+      kiln_record_begin(true);
+      kiln_tensor *l = kiln_sum(kiln_square(x), 0, NULL, false);
+      kiln_record_end();
+      assert_int_equal(kiln_backward(l, NULL, false), KILN_OK);
+      kiln_scope_end();
+    }
+    double k = req == KILN_GRAD_WRITE ? 2 : 4;
+    assert_true(kiln_grad(x) == grad_before); /* the same buffer, updated in place */
+    assert_true(grad_at(x, 0) == k * 1.5 && grad_at(x, 1) == k * -2);
+  }
+  assert_int_equal(kiln_attach_grad(x, KILN_GRAD_NULL), KILN_OK);
+  assert_null(kiln_grad(x));
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  kiln_tensor *l = kiln_sum(kiln_square(x), 0, NULL, false);
+  kiln_record_end();
+  assert_int_equal(kiln_backward(l, NULL, false), KILN_ERR_INVALID_ARGUMENT); /* nothing to differentiate */
+  kiln_scope_end();
+  kiln_tensor_release(x);
+}
+
+static void retain_graph_and_freed_tape(void **state) {
+  (void)state;
+  kiln_tensor *x = kiln_from_data(KILN_F64, 1, (int64_t[]){1}, (double[]){3});
+  kiln_attach_grad(x, KILN_GRAD_ADD);
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  kiln_tensor *l = kiln_sum(kiln_mul_scalar(kiln_exp(x), 2), 0, NULL, false);
+  kiln_record_end();
+  assert_int_equal(kiln_backward(l, NULL, true), KILN_OK);
+  assert_int_equal(kiln_backward(l, NULL, false), KILN_OK); /* retained: runs again */
+  assert_int_equal(kiln_backward(l, NULL, false), KILN_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kiln_last_error(), "retain_graph"));
+  kiln_scope_end();
+  assert_true(fabs(grad_at(x, 0) - 2 * 2 * exp(3.0)) < 1e-9);
+  kiln_tensor_release(x);
+}
+
+static void pause_and_head_gradient(void **state) {
+  (void)state;
+  kiln_tensor *x = kiln_from_data(KILN_F64, 1, (int64_t[]){3}, (double[]){1, 2, 3});
+  kiln_attach_grad(x, KILN_GRAD_WRITE);
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  assert_true(kiln_is_recording() && kiln_is_training());
+  kiln_tensor *y = kiln_mul_scalar(x, 5);
+  kiln_pause_begin();
+  assert_false(kiln_is_recording());
+  kiln_tensor *detached = kiln_mul(y, y); /* not recorded: a constant below */
+  kiln_pause_end();
+  kiln_tensor *z = kiln_add(y, detached);
+  kiln_record_end();
+  kiln_tensor *head_grad = kiln_from_data(KILN_F64, 1, (int64_t[]){3}, (double[]){1, 10, 100});
+  assert_int_equal(kiln_backward(z, head_grad, false), KILN_OK);
+  kiln_scope_end();
+  assert_true(grad_at(x, 0) == 5 && grad_at(x, 1) == 50 && grad_at(x, 2) == 500);
+  kiln_tensor_release(x);
+}
+
+/* Through float32 and back, the gradient is the upstream one rounded to
+ * float32 (central differences cannot see through float32 rounding). */
+static void cast_passes_the_gradient(void **state) {
+  (void)state;
+  kiln_tensor *x = kiln_from_data(KILN_F64, 1, (int64_t[]){2}, (double[]){0.1, 0.2});
+  kiln_attach_grad(x, KILN_GRAD_WRITE);
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  kiln_tensor *y = kiln_cast(kiln_mul_scalar(kiln_cast(x, KILN_F32), 3), KILN_F64);
+  kiln_tensor *l = kiln_sum(y, 0, NULL, false);
+  kiln_record_end();
+  assert_int_equal(kiln_backward(l, NULL, false), KILN_OK);
+  kiln_scope_end();
+  assert_true(grad_at(x, 0) == 3 && grad_at(x, 1) == 3);
+  kiln_tensor_release(x);
+}
+
+static void errors(void **state) {
+  (void)state;
+  kiln_tensor *x = kiln_from_data(KILN_F64, 1, (int64_t[]){2}, (double[]){1, 2});
+  kiln_tensor *i = kiln_from_data(KILN_I64, 1, (int64_t[]){2}, (int64_t[]){1, 2});
+  assert_int_equal(kiln_attach_grad(i, KILN_GRAD_WRITE), KILN_ERR_DTYPE);
+  assert_int_equal(kiln_attach_grad(NULL, KILN_GRAD_WRITE), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_backward(NULL, NULL, false), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_record_end(), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_pause_end(), KILN_ERR_INVALID_ARGUMENT);
+  kiln_attach_grad(x, KILN_GRAD_WRITE);
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  kiln_tensor *y = kiln_exp(x);
+  kiln_tensor *g = kiln_gelu(x); /* no gradient yet */
+  kiln_record_end();
+  assert_int_equal(kiln_backward(y, NULL, false), KILN_ERR_SHAPE); /* 2 elements, no head gradient */
+  assert_non_null(strstr(kiln_last_error(), "head gradient"));
+  kiln_tensor *lg = kiln_sum(g, 0, NULL, false);
+  assert_int_equal(kiln_backward(lg, NULL, false), KILN_ERR_INVALID_ARGUMENT); /* sum recorded? no: outside record */
+  kiln_record_begin(true);
+  kiln_tensor *lg2 = kiln_sum(g, 0, NULL, false);
+  kiln_record_end();
+  assert_int_equal(kiln_backward(lg2, NULL, false), KILN_ERR_UNSUPPORTED);
+  assert_non_null(strstr(kiln_last_error(), "gelu"));
+  kiln_scope_end();
+  kiln_tensor_release(x);
+  kiln_tensor_release(i);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(unary_ops),          cmocka_unit_test(broadcasting_binary_ops),
+      cmocka_unit_test(shape_ops),          cmocka_unit_test(linear_algebra),
+      cmocka_unit_test(cross_entropy),      cmocka_unit_test(grad_req_write_add_null),
+      cmocka_unit_test(retain_graph_and_freed_tape), cmocka_unit_test(pause_and_head_gradient),
+      cmocka_unit_test(cast_passes_the_gradient), cmocka_unit_test(errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
