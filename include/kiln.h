@@ -460,6 +460,42 @@ KILN_API bool kiln_is_training(void);
  * has no gradient. */
 KILN_API kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain_graph);
 
+/* ---------------------------------------------------------------- losses and optimisers */
+
+/* Losses: the mean over the batch (dim 0) of a per-sample loss, itself the
+ * mean over the sample's other elements, as Gluon's losses (a scalar, 0-d).
+ * Differentiable through autograd. l2 is 0.5 (pred - label)^2; l1 is
+ * |pred - label|; binary cross-entropy takes logits and 0/1 (or soft)
+ * labels, computed stably as softplus(x) - x z. The softmax cross-entropy
+ * with integer labels is kiln_softmax_cross_entropy. */
+KILN_API kiln_tensor *kiln_l2_loss(kiln_tensor *pred, kiln_tensor *label);
+KILN_API kiln_tensor *kiln_l1_loss(kiln_tensor *pred, kiln_tensor *label);
+KILN_API kiln_tensor *kiln_bce_with_logits_loss(kiln_tensor *logits, kiln_tensor *label);
+
+typedef enum { KILN_OPT_SGD = 0, KILN_OPT_ADAM, KILN_OPT_ADAMW } kiln_optimizer_kind;
+typedef struct {
+  kiln_optimizer_kind kind;
+  double lr;
+  double momentum;     /* SGD */
+  bool nesterov;       /* SGD with momentum */
+  double weight_decay; /* SGD and Adam: added to the gradient (L2); AdamW: decoupled */
+  double beta1, beta2, eps; /* Adam, AdamW */
+} kiln_optimizer_params;
+/* lr 0.01 (SGD) or 0.001 (Adam), momentum 0, betas 0.9 and 0.999, eps 1e-8,
+ * weight decay 0 (0.01 for AdamW): PyTorch's defaults. */
+KILN_API kiln_optimizer_params kiln_optimizer_params_default(kiln_optimizer_kind kind);
+
+/* A trainer over n parameters, each with a gradient buffer
+ * (kiln_attach_grad). It keeps its own references to them. Updates are
+ * engine ops that write the parameters in place, PyTorch's update rules. */
+typedef struct kiln_optimizer kiln_optimizer;
+KILN_API kiln_optimizer *kiln_optimizer_new(const kiln_optimizer_params *p, int n, kiln_tensor *const *params);
+KILN_API void kiln_optimizer_free(kiln_optimizer *o);
+/* One update of every parameter, with each gradient divided by batch_size
+ * (Gluon's Trainer.step: losses summed over the batch). */
+KILN_API kiln_status kiln_optimizer_step(kiln_optimizer *o, double batch_size);
+KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr);
+
 /* ---------------------------------------------------------------- kernels */
 
 /* Every op has an optimised kernel and a plain reference kernel. Ops created
