@@ -51,6 +51,11 @@ fuzz:
 		build-fuzz/corpus-npy tests/fixtures tests/fixtures/bad_npy >build-fuzz/fuzz_npy.log 2>&1 \
 		|| { tail -40 build-fuzz/fuzz_npy.log; exit 1; }
 	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_npy.log
+	@mkdir -p build-fuzz/corpus-idx
+	@build-fuzz/tests/fuzz/fuzz_idx -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-idx tests/fixtures/idx_seeds tests/fixtures/bad_idx >build-fuzz/fuzz_idx.log 2>&1 \
+		|| { tail -40 build-fuzz/fuzz_idx.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_idx.log
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-clang build-fuzz
