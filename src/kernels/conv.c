@@ -627,3 +627,287 @@ kiln_status kk_conv2d_ref(const kk_view *x, const kk_view *w, const kk_view *bia
     }
   return KILN_OK;
 }
+
+/* ------------------------------------------------------------ gradients
+ *
+ * Both gradients reuse the forward's lowering. For image n and group grp,
+ * with col the [K, P] im2col of the image's group and gy_g its [og, P]
+ * output gradient:
+ *   the data gradient is col2im(w_g^T [K, og] . gy_g), the transposed
+ *   lowering scattered (added) back onto the image;
+ *   the weight gradient is the sum over images of gy_g . col^T [og, K].
+ * Images are split over the parallel pool. The data gradient writes
+ * disjoint images, so its bits do not depend on the split; the weight
+ * gradient sums a partial [O, K] per worker, added in worker order, so its
+ * bits depend only on the worker count. A band of output rows at a time
+ * bounds each worker's col (see band_rows). */
+
+/* Output rows per band: the col of a band stays within BLOCK_ELEMS. */
+static int64_t band_rows(const conv_dims *d) {
+  int64_t per_row = d->k * d->ow;
+  int64_t rows = per_row > 0 ? (int64_t)BLOCK_ELEMS / per_row : d->oh;
+  if (rows < 1) rows = 1;
+  if (rows > d->oh) rows = d->oh;
+  return rows;
+}
+
+typedef struct {
+  const void *gy;    /* [N, O, OH, OW], contiguous */
+  const void *other; /* w (data gradient) or x (weight gradient), contiguous */
+  void *out;         /* gx [N, C, H, W] (data), or the partials [workers][O, K] (weight) */
+  const conv_dims *d;
+  const kk_conv2d_geom *g;
+  int64_t rows;
+  size_t per_worker; /* elements of scratch per worker */
+  void *scratch;
+} conv_grad_job;
+
+/* The adjoint of im2col: adds col rows r = (c, kh, kw) of output rows
+ * [oy0, oy1) back onto img [cg, H, W]. */
+#define DEFINE_COL2IM(T, SUF)                                                                                   \
+  static void col2im_##SUF(const T *col, const conv_dims *d, const kk_conv2d_geom *g, T *img, int64_t ld,       \
+                           int64_t oy0, int64_t oy1) {                                                          \
+    int64_t sh = g->stride[0], sw = g->stride[1];                                                               \
+    for (int64_t c = 0; c < d->cg; c++)                                                                         \
+      for (int64_t ki = 0; ki < d->kh; ki++)                                                                    \
+        for (int64_t kj = 0; kj < d->kw; kj++) {                                                                \
+          const T *row = col + ((c * d->kh + ki) * d->kw + kj) * ld;                                            \
+          int64_t hoff = ki * g->dilation[0], woff = kj * g->dilation[1];                                       \
+          int64_t ylo, yhi, xlo, xhi;                                                                           \
+          valid_range(d->oh, sh, g->pad[0], hoff, d->h, &ylo, &yhi);                                            \
+          valid_range(d->ow, sw, g->pad[1], woff, d->w, &xlo, &xhi);                                            \
+          int64_t ya = ylo < oy0 ? oy0 : ylo > oy1 ? oy1 : ylo;                                                 \
+          int64_t yb = yhi < ya ? ya : yhi > oy1 ? oy1 : yhi;                                                   \
+          int64_t xoff = woff - g->pad[1];                                                                      \
+          for (int64_t oy = ya; oy < yb; oy++) {                                                                \
+            T *dst = img + (c * d->h + oy * sh - g->pad[0] + hoff) * d->w;                                      \
+            const T *src = row + (oy - oy0) * d->ow;                                                            \
+            if (sw == 1)                                                                                        \
+              for (int64_t ox = xlo; ox < xhi; ox++) dst[ox + xoff] += src[ox];                                 \
+            else                                                                                                \
+              for (int64_t ox = xlo; ox < xhi; ox++) dst[ox * sw + xoff] += src[ox];                            \
+          }                                                                                                     \
+        }                                                                                                       \
+  }
+
+DEFINE_COL2IM(float, f32)
+DEFINE_COL2IM(double, f64)
+
+static void gemmt_f32(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, 1.0f, a, (blasint)lda, b, (blasint)ldb, beta,
+              c, (blasint)ldc);
+}
+
+static void gemmt_f64(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+                      const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c,
+                      int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)lda, b, (blasint)ldb, beta,
+              c, (blasint)ldc);
+}
+
+/* Images [b, e) of the data gradient: for each group and band of output
+ * rows, col = w_g^T . gy_g[:, band], then col2im onto the zeroed image. */
+#define DEFINE_CONV_GRAD(T, SUF)                                                                                \
+  static void bwd_data_##SUF(void *ctx, int64_t b, int64_t e, int worker) {                                     \
+    const conv_grad_job *j = ctx;                                                                               \
+    const conv_dims *d = j->d;                                                                                  \
+    const T *gy = j->gy, *w = j->other;                                                                         \
+    T *gx = j->out, *col = (T *)j->scratch + (size_t)worker * j->per_worker;                                   \
+    for (int64_t n = b; n < e; n++)                                                                             \
+      for (int64_t grp = 0; grp < j->g->groups; grp++) {                                                        \
+        T *img = gx + (n * d->c + grp * d->cg) * d->h * d->w;                                                   \
+        memset(img, 0, sizeof(T) * (size_t)(d->cg * d->h * d->w));                                              \
+        const T *gyg = gy + (n * d->o + grp * d->og) * d->p, *wg = w + grp * d->og * d->k;                     \
+        for (int64_t oy0 = 0; oy0 < d->oh; oy0 += j->rows) {                                                    \
+          int64_t oy1 = oy0 + j->rows < d->oh ? oy0 + j->rows : d->oh, cols = (oy1 - oy0) * d->ow;             \
+          gemmt_##SUF(CblasTrans, CblasNoTrans, d->k, cols, d->og, wg, d->k, gyg + oy0 * d->ow, d->p, 0, col,   \
+                      cols);                                                                                    \
+          col2im_##SUF(col, d, j->g, img, cols, oy0, oy1);                                                      \
+        }                                                                                                       \
+      }                                                                                                         \
+  }                                                                                                             \
+  /* Images [b, e) of the weight gradient, added into this worker's [O, K]                                     \
+   * partial (zeroed by the caller): partial_g += gy_g[:, band] . col^T. */                                    \
+  static void bwd_weight_##SUF(void *ctx, int64_t b, int64_t e, int worker) {                                   \
+    const conv_grad_job *j = ctx;                                                                               \
+    const conv_dims *d = j->d;                                                                                  \
+    const T *gy = j->gy, *x = j->other;                                                                         \
+    T *part = (T *)j->out + (size_t)worker * (size_t)(d->o * d->k);                                            \
+    T *col = (T *)j->scratch + (size_t)worker * j->per_worker;                                                 \
+    for (int64_t n = b; n < e; n++)                                                                             \
+      for (int64_t grp = 0; grp < j->g->groups; grp++) {                                                        \
+        const T *img = x + (n * d->c + grp * d->cg) * d->h * d->w;                                              \
+        const T *gyg = gy + (n * d->o + grp * d->og) * d->p;                                                    \
+        for (int64_t oy0 = 0; oy0 < d->oh; oy0 += j->rows) {                                                    \
+          int64_t oy1 = oy0 + j->rows < d->oh ? oy0 + j->rows : d->oh, cols = (oy1 - oy0) * d->ow;             \
+          im2col_##SUF(img, d, j->g, col, cols, oy0, oy1);                                                      \
+          gemmt_##SUF(CblasNoTrans, CblasTrans, d->og, d->k, cols, gyg + oy0 * d->ow, d->p, col, cols, 1,       \
+                      part + grp * d->og * d->k, d->k);                                                         \
+        }                                                                                                       \
+      }                                                                                                         \
+  }
+
+DEFINE_CONV_GRAD(float, f32)
+DEFINE_CONV_GRAD(double, f64)
+
+static kiln_status gemm_dims_fit(const conv_dims *d, const char *who) {
+  if (d->p > INT32_MAX || d->k > INT32_MAX || d->o > INT32_MAX)
+    return kiln_errorf(KILN_ERR_UNSUPPORTED,
+                       "%s: a GEMM dimension (pixels %lld, depth %lld, channels %lld) exceeds BLAS's int range", who,
+                       (long long)d->p, (long long)d->k, (long long)d->o);
+  return KILN_OK;
+}
+
+kiln_status kk_conv2d_backward_data(const kk_view *gy, const kk_view *w, const kk_view *gx, const kk_conv2d_geom *g) {
+  static const char who[] = "conv2d_backward_data";
+  conv_dims d = dims_of(gx, w, gy, g);
+  size_t es = kiln_dtype_size(gx->dtype);
+  if (kk_numel(gx) == 0) return KILN_OK;
+  if (d.o == 0 || d.p == 0 || d.k == 0) {
+    memset(gx->data, 0, (size_t)kk_numel(gx) * es);
+    return KILN_OK;
+  }
+  kiln_status st = gemm_dims_fit(&d, who);
+  if (st != KILN_OK) return st;
+  int64_t workers = kiln_parallel_workers();
+  conv_grad_job j = {.d = &d, .g = g, .rows = band_rows(&d), .out = gx->data};
+  j.per_worker = (size_t)(d.k * j.rows * d.ow);
+  size_t bytes = j.per_worker * (size_t)workers * es;
+  const char *gyd, *wd;
+  void *gys, *ws;
+  if ((st = kk_nn_contiguous(gy, who, &gyd, &gys)) != KILN_OK) return st;
+  if ((st = kk_nn_contiguous(w, who, &wd, &ws)) != KILN_OK) {
+    kiln_free(gys);
+    return st;
+  }
+  j.gy = gyd;
+  j.other = wd;
+  j.scratch = kiln_alloc(bytes);
+  if (!j.scratch) {
+    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory allocating %zu bytes of col2im scratch", who, bytes);
+  } else {
+    kiln_parallel_for(d.n, 1, gx->dtype == KILN_F32 ? bwd_data_f32 : bwd_data_f64, &j);
+  }
+  kiln_free(j.scratch);
+  kiln_free(gys);
+  kiln_free(ws);
+  return st;
+}
+
+kiln_status kk_conv2d_backward_weight(const kk_view *gy, const kk_view *x, const kk_view *gw,
+                                      const kk_conv2d_geom *g) {
+  static const char who[] = "conv2d_backward_weight";
+  conv_dims d = dims_of(x, gw, gy, g);
+  size_t es = kiln_dtype_size(gw->dtype);
+  size_t n_out = (size_t)kk_numel(gw);
+  if (n_out == 0) return KILN_OK;
+  if (d.n == 0 || d.p == 0) {
+    memset(gw->data, 0, n_out * es);
+    return KILN_OK;
+  }
+  kiln_status st = gemm_dims_fit(&d, who);
+  if (st != KILN_OK) return st;
+  int nw = kiln_parallel_workers();
+  conv_grad_job j = {.d = &d, .g = g, .rows = band_rows(&d)};
+  j.per_worker = (size_t)(d.k * j.rows * d.ow);
+  /* The partials first, then each worker's col. */
+  size_t part_elems = n_out * (size_t)nw;
+  size_t bytes = (part_elems + j.per_worker * (size_t)nw) * es;
+  const char *gyd, *xd;
+  void *gys, *xs;
+  if ((st = kk_nn_contiguous(gy, who, &gyd, &gys)) != KILN_OK) return st;
+  if ((st = kk_nn_contiguous(x, who, &xd, &xs)) != KILN_OK) {
+    kiln_free(gys);
+    return st;
+  }
+  j.gy = gyd;
+  j.other = xd;
+  char *buf = kiln_alloc(bytes);
+  if (!buf) {
+    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory allocating %zu bytes of im2col scratch", who, bytes);
+  } else {
+    memset(buf, 0, part_elems * es);
+    j.out = buf;
+    j.scratch = buf + part_elems * es;
+    if (gw->dtype == KILN_F32) {
+      kiln_parallel_for(d.n, 1, bwd_weight_f32, &j);
+      float *dst = (float *)gw->data;
+      const float *p = (const float *)buf;
+      memcpy(dst, p, n_out * es);
+      for (int wk = 1; wk < nw; wk++)
+        for (size_t i = 0; i < n_out; i++) dst[i] += p[(size_t)wk * n_out + i];
+    } else {
+      kiln_parallel_for(d.n, 1, bwd_weight_f64, &j);
+      double *dst = (double *)gw->data;
+      const double *p = (const double *)buf;
+      memcpy(dst, p, n_out * es);
+      for (int wk = 1; wk < nw; wk++)
+        for (size_t i = 0; i < n_out; i++) dst[i] += p[(size_t)wk * n_out + i];
+    }
+  }
+  kiln_free(buf);
+  kiln_free(gys);
+  kiln_free(xs);
+  return st;
+}
+
+/* gx[n, c, iy, ix] = sum over the taps (o, i, j) of c's group whose output
+ * position (oy, ox) reads (iy, ix): iy = oy * sh - ph + i * dh. */
+kiln_status kk_conv2d_backward_data_ref(const kk_view *gy, const kk_view *w, const kk_view *gx,
+                                        const kk_conv2d_geom *g) {
+  int64_t N = gx->shape[0], C = gx->shape[1], H = gx->shape[2], W = gx->shape[3];
+  int64_t O = w->shape[0], CG = w->shape[1], KH = w->shape[2], KW = w->shape[3];
+  int64_t OH = gy->shape[2], OW = gy->shape[3], OG = O / g->groups;
+  size_t es = kiln_dtype_size(gx->dtype);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < C; c++) {
+      int64_t grp = c / CG, cc = c % CG;
+      for (int64_t iy = 0; iy < H; iy++)
+        for (int64_t ix = 0; ix < W; ix++) {
+          double acc = 0;
+          for (int64_t o = grp * OG; o < (grp + 1) * OG; o++)
+            for (int64_t i = 0; i < KH; i++)
+              for (int64_t jj = 0; jj < KW; jj++) {
+                int64_t ty = iy + g->pad[0] - i * g->dilation[0];
+                int64_t tx = ix + g->pad[1] - jj * g->dilation[1];
+                if (ty < 0 || tx < 0 || ty % g->stride[0] != 0 || tx % g->stride[1] != 0) continue;
+                int64_t oy = ty / g->stride[0], ox = tx / g->stride[1];
+                if (oy >= OH || ox >= OW) continue;
+                acc += at4(gy, n, o, oy, ox) * at4(w, o, cc, i, jj);
+              }
+          int64_t off = n * gx->strides[0] + c * gx->strides[1] + iy * gx->strides[2] + ix * gx->strides[3];
+          kk_set_f64(gx->dtype, gx->data + off * (int64_t)es, acc);
+        }
+    }
+  return KILN_OK;
+}
+
+/* gw[o, c, i, j] = sum over n, oy, ox of gy[n, o, oy, ox] times the input
+ * that tap (c, i, j) reads there (zero in the padding). */
+kiln_status kk_conv2d_backward_weight_ref(const kk_view *gy, const kk_view *x, const kk_view *gw,
+                                          const kk_conv2d_geom *g) {
+  int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3];
+  int64_t O = gw->shape[0], CG = gw->shape[1], KH = gw->shape[2], KW = gw->shape[3];
+  int64_t OH = gy->shape[2], OW = gy->shape[3], OG = O / g->groups;
+  size_t es = kiln_dtype_size(gw->dtype);
+  for (int64_t o = 0; o < O; o++) {
+    int64_t grp = o / OG;
+    for (int64_t c = 0; c < CG; c++)
+      for (int64_t i = 0; i < KH; i++)
+        for (int64_t jj = 0; jj < KW; jj++) {
+          double acc = 0;
+          for (int64_t n = 0; n < N; n++)
+            for (int64_t oy = 0; oy < OH; oy++)
+              for (int64_t ox = 0; ox < OW; ox++) {
+                int64_t iy = oy * g->stride[0] - g->pad[0] + i * g->dilation[0];
+                int64_t ix = ox * g->stride[1] - g->pad[1] + jj * g->dilation[1];
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                acc += at4(gy, n, o, oy, ox) * at4(x, n, grp * CG + c, iy, ix);
+              }
+          int64_t off = o * gw->strides[0] + c * gw->strides[1] + i * gw->strides[2] + jj * gw->strides[3];
+          kk_set_f64(gw->dtype, gw->data + off * (int64_t)es, acc);
+        }
+  }
+  return KILN_OK;
+}

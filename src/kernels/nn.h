@@ -50,6 +50,20 @@ kiln_status kk_conv2d_ref(const kk_view *x, const kk_view *w, const kk_view *bia
  * previous setting. */
 bool kk_conv2d_use_simd(bool on);
 
+/* The gradients of kk_conv2d. gx [N, C, H, W] = the transposed convolution
+ * of gy [N, O, OH, OW] with w [O, C/groups, KH, KW] (the gradient of y with
+ * respect to x); gw [O, C/groups, KH, KW] = the correlation of gy with x
+ * (the gradient with respect to w). Both overwrite their output. The
+ * optimised kernels are GEMM-based (col2im and im2col), parallel over the
+ * batch; the references are the definition's loops, in double. */
+kiln_status kk_conv2d_backward_data(const kk_view *gy, const kk_view *w, const kk_view *gx, const kk_conv2d_geom *g);
+kiln_status kk_conv2d_backward_data_ref(const kk_view *gy, const kk_view *w, const kk_view *gx,
+                                        const kk_conv2d_geom *g);
+kiln_status kk_conv2d_backward_weight(const kk_view *gy, const kk_view *x, const kk_view *gw,
+                                      const kk_conv2d_geom *g);
+kiln_status kk_conv2d_backward_weight_ref(const kk_view *gy, const kk_view *x, const kk_view *gw,
+                                          const kk_conv2d_geom *g);
+
 /* The geometry of a 2-D pooling window; stride already resolved (never 0). */
 typedef struct {
   int64_t kernel[2];
@@ -64,6 +78,17 @@ kiln_status kk_max_pool2d(const kk_view *x, const kk_view *y, const kk_pool2d_ge
 kiln_status kk_max_pool2d_ref(const kk_view *x, const kk_view *y, const kk_pool2d_geom *g);
 kiln_status kk_avg_pool2d(const kk_view *x, const kk_view *y, const kk_pool2d_geom *g);
 kiln_status kk_avg_pool2d_ref(const kk_view *x, const kk_view *y, const kk_pool2d_geom *g);
+
+/* The gradients of the pools: gx [N, C, H, W] (overwritten) from gy
+ * [N, C, OH, OW]. Max pooling sends each window's gradient to the first
+ * maximum of x in the window (row-major order; a NaN wins, the last one
+ * seen, as the forward and PyTorch pick it); average pooling spreads it
+ * evenly over the window's inside positions with the forward's divisor. */
+kiln_status kk_max_pool2d_backward(const kk_view *gy, const kk_view *x, const kk_view *gx, const kk_pool2d_geom *g);
+kiln_status kk_max_pool2d_backward_ref(const kk_view *gy, const kk_view *x, const kk_view *gx,
+                                       const kk_pool2d_geom *g);
+kiln_status kk_avg_pool2d_backward(const kk_view *gy, const kk_view *gx, const kk_pool2d_geom *g);
+kiln_status kk_avg_pool2d_backward_ref(const kk_view *gy, const kk_view *gx, const kk_pool2d_geom *g);
 
 /* Inference: y = (x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c] for
  * x [N, C, ...]; the four parameter views are [C]. */

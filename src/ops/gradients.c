@@ -11,6 +11,7 @@
 #include "imperative/dispatch.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
+#include "ops/nn_grad.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -279,6 +280,36 @@ static kiln_status grad_softmax_cross_entropy(kiln_grad_call *c) {
   return KILN_OK;
 }
 
+/* conv2d: x [N, C, H, W], w [O, C/groups, KH, KW], bias [O]. The data and
+ * weight gradients are the registry's conv2d_backward_data and
+ * conv2d_backward_weight with conv2d's own attributes; the bias gradient
+ * sums g over N, OH and OW. */
+static kiln_status grad_conv2d(kiln_grad_call *c) {
+  kiln_tensor *x = c->in[0], *w = c->in[1], *g = G;
+  if (NEED(0)) c->in_grad[0] = nn_conv2d_backward_data(g, w, c->attrs, x->shape[2], x->shape[3]);
+  if (NEED(1)) c->in_grad[1] = nn_conv2d_backward_weight(g, x, c->attrs, w->shape[2], w->shape[3]);
+  if (c->n_in > 2 && NEED(2)) c->in_grad[2] = kiln_sum(g, 3, (int[]){0, 2, 3}, false);
+  return KILN_OK;
+}
+
+/* Max pooling sends each window's gradient to its first maximum (PyTorch's
+ * choice among ties); average pooling spreads it with the forward's
+ * divisor. Both backward ops take the forward's attributes. */
+static kiln_status grad_pool2d(kiln_grad_call *c) {
+  kiln_op_id fwd = c->def->code == 1 ? KILN_OP_AVG_POOL2D : KILN_OP_MAX_POOL2D;
+  c->in_grad[0] = nn_pool2d_backward(fwd, G, X, c->attrs);
+  return KILN_OK;
+}
+
+/* dropout is y = x * keep / (1 - p) with keep a function of (seed, offset,
+ * flat index) only, so its gradient is the same op, with the same
+ * attributes, applied to g: g * keep / (1 - p), the mask recomputed rather
+ * than saved (and right even where x was 0, which y != 0 would not be). */
+static kiln_status grad_dropout(kiln_grad_call *c) {
+  c->in_grad[0] = kiln_dispatch1(KILN_OP_DROPOUT, 1, (kiln_tensor *const[]){G}, c->attrs);
+  return KILN_OK;
+}
+
 /* ------------------------------------------------------------ the table */
 
 static kiln_grad_fn grads[KILN_OP_COUNT];
@@ -315,6 +346,10 @@ static void fill_table(void) {
   grads[KILN_OP_SOFTMAX] = grad_softmax;
   grads[KILN_OP_LOG_SOFTMAX] = grad_softmax;
   grads[KILN_OP_SOFTMAX_CROSS_ENTROPY] = grad_softmax_cross_entropy;
+  grads[KILN_OP_CONV2D] = grad_conv2d;
+  grads[KILN_OP_MAX_POOL2D] = grad_pool2d;
+  grads[KILN_OP_AVG_POOL2D] = grad_pool2d;
+  grads[KILN_OP_DROPOUT] = grad_dropout;
 }
 
 kiln_grad_fn kiln_op_grad(kiln_op_id id) {

@@ -14,6 +14,7 @@
 
 #include "imperative/dispatch.h"
 #include "kernels/nn.h"
+#include "ops/nn_grad.h"
 #include "ops/op.h"
 #include "tensor/tensor.h"
 
@@ -509,6 +510,212 @@ const kiln_op_def kiln_opdef_dropout = {.name = "dropout",
                                         .kernel = dropout_kernel,
                                         .reference = dropout_reference};
 
+/* ------------------------------------------------------------ gradient ops */
+
+/* conv2d's attributes, then the size the gradient has: the input's [H, W]
+ * for the data gradient, the kernel's [KH, KW] for the weight gradient. */
+enum { CONV_GRAD_SIZE = CONV_GROUPS + 1 };
+static const kiln_attr_spec conv2d_backward_data_attrs[] = {
+    {"stride", KILN_ATTR_INTS, 0},   {"padding", KILN_ATTR_INTS, 0},    {"dilation", KILN_ATTR_INTS, 0},
+    {"groups", KILN_ATTR_INT, 1},    {"input_size", KILN_ATTR_INTS, 0},
+};
+static const kiln_attr_spec conv2d_backward_weight_attrs[] = {
+    {"stride", KILN_ATTR_INTS, 0},   {"padding", KILN_ATTR_INTS, 0},    {"dilation", KILN_ATTR_INTS, 0},
+    {"groups", KILN_ATTR_INT, 1},    {"kernel_size", KILN_ATTR_INTS, 0},
+};
+
+/* The geometry and the size attribute, checked as conv2d checks them. */
+static kiln_status conv_grad_geom(const kiln_op_call *c, kk_conv2d_geom *g, int64_t size[2]) {
+  kiln_status st = conv_geom(c, g);
+  if (st != KILN_OK) return st;
+  if (g->groups < 1 || g->groups > ATTR_LIMIT)
+    return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "groups must be positive, got %lld", (long long)g->groups);
+  if ((st = check_pair(c, "stride", g->stride, 1)) != KILN_OK) return st;
+  if ((st = check_pair(c, "padding", g->pad, 0)) != KILN_OK) return st;
+  if ((st = check_pair(c, "dilation", g->dilation, 1)) != KILN_OK) return st;
+  const kiln_attr_value *v = &c->attrs[CONV_GRAD_SIZE];
+  if (v->n != 2)
+    return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "%s takes 2 values (height, width), got %d",
+                        c->def->attrs[CONV_GRAD_SIZE].name, v->n);
+  size[0] = v->ints[0];
+  size[1] = v->ints[1];
+  return check_pair(c, c->def->attrs[CONV_GRAD_SIZE].name, size, 1);
+}
+
+/* The output gradient must have the shape conv2d gives x [N, C, H, W] with
+ * a [O, *, KH, KW] kernel. */
+static kiln_status need_conv_out(const kiln_op_call *c, const kk_view *gy, const kk_view *x, int64_t o,
+                                 const int64_t kernel[2], const kk_conv2d_geom *g) {
+  char a[KILN_SHAPE_STR_MAX], b[KILN_SHAPE_STR_MAX];
+  int64_t ext[2], len[2];
+  for (int i = 0; i < 2; i++) ext[i] = g->dilation[i] * (kernel[i] - 1) + 1;
+  kiln_status st = sweep_len(c, x, "kernel", ext, kernel, g->pad, g->stride, len);
+  if (st != KILN_OK) return st;
+  if (gy->shape[0] != x->shape[0] || gy->shape[1] != o || gy->shape[2] != len[0] || gy->shape[3] != len[1])
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "output gradient %s does not match conv2d's output [%lld, %lld, %lld, %lld] for input %s",
+                        SHAPE_STR(a, gy), (long long)x->shape[0], (long long)o, (long long)len[0], (long long)len[1],
+                        SHAPE_STR(b, x));
+  return KILN_OK;
+}
+
+static kiln_status need_grad_4d(const kiln_op_call *c, const kk_view *gy) {
+  char a[KILN_SHAPE_STR_MAX];
+  if (gy->ndim != 4)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "output gradient must be 4-D, got %s", SHAPE_STR(a, gy));
+  return need_float(c, gy, "output gradient");
+}
+
+/* gy [N, O, OH, OW], w [O, C/groups, KH, KW] -> gx [N, C, H, W]. */
+static kiln_status conv2d_backward_data_infer(const kiln_op_call *c, kiln_out_desc *out) {
+  const kk_view *gy = &c->in[0], *w = &c->in[1];
+  char a[KILN_SHAPE_STR_MAX];
+  kk_conv2d_geom g;
+  int64_t size[2] = {0, 0};
+  kiln_status st = conv_grad_geom(c, &g, size);
+  if (st != KILN_OK) return st;
+  if ((st = need_grad_4d(c, gy)) != KILN_OK) return st;
+  if (w->ndim != 4)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "weight must be 4-D [O, C/groups, KH, KW], got %s", SHAPE_STR(a, w));
+  if ((st = need_dtype(c, w, gy->dtype, "weight")) != KILN_OK) return st;
+  if (w->shape[0] % g.groups != 0)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "groups %lld does not divide the %lld output channels of weight %s",
+                        (long long)g.groups, (long long)w->shape[0], SHAPE_STR(a, w));
+  if (w->shape[2] < 1 || w->shape[3] < 1 || w->shape[2] > ATTR_LIMIT || w->shape[3] > ATTR_LIMIT ||
+      w->shape[1] > ATTR_LIMIT)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "bad weight %s", SHAPE_STR(a, w));
+  /* The input the gradient is for, as a shape-only view. */
+  kk_view x = {.dtype = gy->dtype, .ndim = 4, .shape = {gy->shape[0], w->shape[1] * g.groups, size[0], size[1]}};
+  int64_t kernel[2] = {w->shape[2], w->shape[3]};
+  if ((st = need_conv_out(c, gy, &x, w->shape[0], kernel, &g)) != KILN_OK) return st;
+  out->dtype = gy->dtype;
+  out->ndim = 4;
+  memcpy(out->shape, x.shape, sizeof x.shape);
+  return KILN_OK;
+}
+
+/* gy [N, O, OH, OW], x [N, C, H, W] -> gw [O, C/groups, KH, KW]. */
+static kiln_status conv2d_backward_weight_infer(const kiln_op_call *c, kiln_out_desc *out) {
+  const kk_view *gy = &c->in[0], *x = &c->in[1];
+  char a[KILN_SHAPE_STR_MAX];
+  kk_conv2d_geom g;
+  int64_t kernel[2] = {0, 0};
+  kiln_status st = conv_grad_geom(c, &g, kernel);
+  if (st != KILN_OK) return st;
+  if ((st = need_grad_4d(c, gy)) != KILN_OK) return st;
+  if ((st = need_nchw(c, x)) != KILN_OK) return st;
+  if ((st = need_dtype(c, x, gy->dtype, "input")) != KILN_OK) return st;
+  int64_t o = gy->shape[1], ch = x->shape[1];
+  if (ch % g.groups != 0)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "groups %lld does not divide the %lld input channels of input %s",
+                        (long long)g.groups, (long long)ch, SHAPE_STR(a, x));
+  if (o % g.groups != 0)
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "groups %lld does not divide the %lld channels of output gradient %s",
+                        (long long)g.groups, (long long)o, SHAPE_STR(a, gy));
+  if ((st = need_conv_out(c, gy, x, o, kernel, &g)) != KILN_OK) return st;
+  out->dtype = gy->dtype;
+  out->ndim = 4;
+  out->shape[0] = o;
+  out->shape[1] = ch / g.groups;
+  out->shape[2] = kernel[0];
+  out->shape[3] = kernel[1];
+  return KILN_OK;
+}
+
+static kiln_status conv2d_backward_data_kernel(const kiln_op_call *c) {
+  kk_conv2d_geom g;
+  conv_geom(c, &g);
+  return kk_conv2d_backward_data(&c->in[0], &c->in[1], &c->out[0], &g);
+}
+static kiln_status conv2d_backward_data_reference(const kiln_op_call *c) {
+  kk_conv2d_geom g;
+  conv_geom(c, &g);
+  return kk_conv2d_backward_data_ref(&c->in[0], &c->in[1], &c->out[0], &g);
+}
+static kiln_status conv2d_backward_weight_kernel(const kiln_op_call *c) {
+  kk_conv2d_geom g;
+  conv_geom(c, &g);
+  return kk_conv2d_backward_weight(&c->in[0], &c->in[1], &c->out[0], &g);
+}
+static kiln_status conv2d_backward_weight_reference(const kiln_op_call *c) {
+  kk_conv2d_geom g;
+  conv_geom(c, &g);
+  return kk_conv2d_backward_weight_ref(&c->in[0], &c->in[1], &c->out[0], &g);
+}
+
+const kiln_op_def kiln_opdef_conv2d_backward_data = {.name = "conv2d_backward_data",
+                                                     .min_inputs = 2,
+                                                     .max_inputs = 2,
+                                                     .n_outputs = 1,
+                                                     .attrs = conv2d_backward_data_attrs,
+                                                     .n_attrs = KILN_COUNTOF(conv2d_backward_data_attrs),
+                                                     .infer = conv2d_backward_data_infer,
+                                                     .kernel = conv2d_backward_data_kernel,
+                                                     .reference = conv2d_backward_data_reference};
+const kiln_op_def kiln_opdef_conv2d_backward_weight = {.name = "conv2d_backward_weight",
+                                                       .min_inputs = 2,
+                                                       .max_inputs = 2,
+                                                       .n_outputs = 1,
+                                                       .attrs = conv2d_backward_weight_attrs,
+                                                       .n_attrs = KILN_COUNTOF(conv2d_backward_weight_attrs),
+                                                       .infer = conv2d_backward_weight_infer,
+                                                       .kernel = conv2d_backward_weight_kernel,
+                                                       .reference = conv2d_backward_weight_reference};
+
+/* gy [N, C, OH, OW], x [N, C, H, W] -> gx [N, C, H, W]; the attributes are
+ * the forward pool's (code 1: average). The average reads only x's shape. */
+static kiln_status pool_backward_infer(const kiln_op_call *c, kiln_out_desc *out) {
+  const kk_view *gy = &c->in[0], *x = &c->in[1];
+  char a[KILN_SHAPE_STR_MAX], b[KILN_SHAPE_STR_MAX];
+  kk_pool2d_geom g;
+  kiln_status st = need_grad_4d(c, gy);
+  if (st != KILN_OK) return st;
+  if ((st = need_nchw(c, x)) != KILN_OK) return st;
+  if ((st = need_dtype(c, x, gy->dtype, "input")) != KILN_OK) return st;
+  if ((st = pool_geom(c, &g)) != KILN_OK) return st;
+  int64_t len[2];
+  if ((st = sweep_len(c, x, "kernel", g.kernel, g.kernel, g.pad, g.stride, len)) != KILN_OK) return st;
+  if (gy->shape[0] != x->shape[0] || gy->shape[1] != x->shape[1] || gy->shape[2] != len[0] || gy->shape[3] != len[1])
+    return kiln_op_fail(c, KILN_ERR_SHAPE, "output gradient %s does not match the pool's output [%lld, %lld, %lld, %lld] for input %s",
+                        SHAPE_STR(a, gy), (long long)x->shape[0], (long long)x->shape[1], (long long)len[0],
+                        (long long)len[1], SHAPE_STR(b, x));
+  same_as(out, x);
+  return KILN_OK;
+}
+
+static kiln_status pool_backward_kernel(const kiln_op_call *c) {
+  kk_pool2d_geom g;
+  pool_geom(c, &g);
+  return c->def->code == 1 ? kk_avg_pool2d_backward(&c->in[0], &c->out[0], &g)
+                           : kk_max_pool2d_backward(&c->in[0], &c->in[1], &c->out[0], &g);
+}
+static kiln_status pool_backward_reference(const kiln_op_call *c) {
+  kk_pool2d_geom g;
+  pool_geom(c, &g);
+  return c->def->code == 1 ? kk_avg_pool2d_backward_ref(&c->in[0], &c->out[0], &g)
+                           : kk_max_pool2d_backward_ref(&c->in[0], &c->in[1], &c->out[0], &g);
+}
+
+const kiln_op_def kiln_opdef_max_pool2d_backward = {.name = "max_pool2d_backward",
+                                                    .min_inputs = 2,
+                                                    .max_inputs = 2,
+                                                    .n_outputs = 1,
+                                                    .attrs = max_pool_attrs,
+                                                    .n_attrs = KILN_COUNTOF(max_pool_attrs),
+                                                    .code = 0,
+                                                    .infer = pool_backward_infer,
+                                                    .kernel = pool_backward_kernel,
+                                                    .reference = pool_backward_reference};
+const kiln_op_def kiln_opdef_avg_pool2d_backward = {.name = "avg_pool2d_backward",
+                                                    .min_inputs = 2,
+                                                    .max_inputs = 2,
+                                                    .n_outputs = 1,
+                                                    .attrs = avg_pool_attrs,
+                                                    .n_attrs = KILN_COUNTOF(avg_pool_attrs),
+                                                    .code = 1,
+                                                    .infer = pool_backward_infer,
+                                                    .kernel = pool_backward_kernel,
+                                                    .reference = pool_backward_reference};
+
 /* ------------------------------------------------------------ public wrappers */
 
 kiln_tensor *kiln_softmax(kiln_tensor *x, int axis) {
@@ -611,4 +818,30 @@ kiln_tensor *kiln_dropout(kiln_generator *gen, kiln_tensor *x, double p) {
   a[DROPOUT_SEED].i = (int64_t)generator_seed(gen);
   a[DROPOUT_OFFSET].i = (int64_t)generator_reserve(gen, n);
   return kiln_dispatch1(KILN_OP_DROPOUT, 1, (kiln_tensor *const[]){x}, a);
+}
+
+/* ------------------------------------------------------------ gradient wrappers (ops/nn_grad.h) */
+
+kiln_tensor *nn_conv2d_backward_data(kiln_tensor *gy, kiln_tensor *w, const kiln_attr_value *conv_attrs, int64_t h,
+                                     int64_t wd) {
+  kiln_attr_value a[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_CONV2D_BACKWARD_DATA, a);
+  memcpy(a, conv_attrs, sizeof(kiln_attr_value) * CONV_GRAD_SIZE);
+  kiln_attr_set_ints(&a[CONV_GRAD_SIZE], 2, (const int64_t[]){h, wd});
+  return kiln_dispatch1(KILN_OP_CONV2D_BACKWARD_DATA, 2, (kiln_tensor *const[]){gy, w}, a);
+}
+
+kiln_tensor *nn_conv2d_backward_weight(kiln_tensor *gy, kiln_tensor *x, const kiln_attr_value *conv_attrs,
+                                       int64_t kh, int64_t kw) {
+  kiln_attr_value a[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_CONV2D_BACKWARD_WEIGHT, a);
+  memcpy(a, conv_attrs, sizeof(kiln_attr_value) * CONV_GRAD_SIZE);
+  kiln_attr_set_ints(&a[CONV_GRAD_SIZE], 2, (const int64_t[]){kh, kw});
+  return kiln_dispatch1(KILN_OP_CONV2D_BACKWARD_WEIGHT, 2, (kiln_tensor *const[]){gy, x}, a);
+}
+
+kiln_tensor *nn_pool2d_backward(kiln_op_id fwd, kiln_tensor *gy, kiln_tensor *x, const kiln_attr_value *pool_attrs) {
+  kiln_op_id id = fwd == KILN_OP_AVG_POOL2D ? KILN_OP_AVG_POOL2D_BACKWARD : KILN_OP_MAX_POOL2D_BACKWARD;
+  /* The backward ops take the forward's attribute list unchanged. */
+  return kiln_dispatch1(id, 2, (kiln_tensor *const[]){gy, x}, pool_attrs);
 }

@@ -96,4 +96,9 @@
   X(AVG_POOL2D, avg_pool2d, nn)                           \
   X(BATCH_NORM, batch_norm, nn)                           \
   X(BATCH_NORM_TRAIN, batch_norm_train, nn)               \
-  X(DROPOUT, dropout, nn)
+  X(DROPOUT, dropout, nn)                                 \
+  /* gradients of the neural-network ops */               \
+  X(CONV2D_BACKWARD_DATA, conv2d_backward_data, nn)       \
+  X(CONV2D_BACKWARD_WEIGHT, conv2d_backward_weight, nn)   \
+  X(MAX_POOL2D_BACKWARD, max_pool2d_backward, nn)         \
+  X(AVG_POOL2D_BACKWARD, avg_pool2d_backward, nn)
