@@ -1,12 +1,11 @@
-/* Trains the MLP 784-256-10 (ReLU) on Fashion-MNIST from Debian's
- * dataset-fashion-mnist package, eagerly: autograd, softmax cross-entropy,
- * SGD, the loader preparing batches on the engine. Prints per-epoch train
- * loss and accuracy and test accuracy, a progress bar on stderr when it is a
- * terminal, and writes the curve as CSV and as an SVG plot.
+/* Trains the MLP 784-256-10 (ReLU) or LeNet (d2l's, with ReLU and
+ * max-pooling) on Fashion-MNIST from Debian's dataset-fashion-mnist package,
+ * eagerly: autograd, softmax cross-entropy, SGD, the loader preparing
+ * batches on the engine. Prints per-epoch train loss and accuracy and test
+ * accuracy, a progress bar on stderr when it is a terminal, and writes the
+ * curve as CSV and as an SVG plot.
  *
- *   train_fashion_mnist [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]
- *
- * LeNet joins when conv2d and the pools have gradients (issue 3/8 goes on). */
+ *   train_fashion_mnist [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include "kiln.h"
 
 typedef struct {
+  bool lenet;
   int epochs;
   int64_t batch, limit;
   double lr;
@@ -35,19 +35,57 @@ static int fail(const char *what) {
 }
 
 /* Xavier uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)). */
-static kiln_tensor *xavier(int64_t out, int64_t in) {
-  double a = sqrt(6.0 / (double)(in + out));
-  return kiln_random_uniform(NULL, -a, a, KILN_F32, 2, (int64_t[]){out, in});
+static kiln_tensor *xavier(int ndim, const int64_t *shape, int64_t fan_in, int64_t fan_out) {
+  double a = sqrt(6.0 / (double)(fan_in + fan_out));
+  return kiln_random_uniform(NULL, -a, a, KILN_F32, ndim, shape);
 }
 
-typedef struct {
-  kiln_tensor *w1, *b1, *w2, *b2;
-} mlp;
+static kiln_tensor *dense_weight(int64_t out, int64_t in) { return xavier(2, (int64_t[]){out, in}, in, out); }
+static kiln_tensor *conv_weight(int64_t out, int64_t in, int64_t k) {
+  return xavier(4, (int64_t[]){out, in, k, k}, in * k * k, out * k * k);
+}
+static kiln_tensor *bias(int64_t n) { return kiln_zeros(KILN_F32, 1, (int64_t[]){n}); }
 
-static kiln_tensor *forward(const mlp *m, kiln_tensor *x) {
+enum { MAX_PARAMS = 10 };
+
+typedef struct {
+  bool lenet;
+  int n;
+  kiln_tensor *p[MAX_PARAMS];
+} model;
+
+static model make_model(bool lenet) {
+  model m = {.lenet = lenet};
+  if (lenet) {
+    kiln_tensor *p[] = {conv_weight(6, 1, 5), bias(6),  conv_weight(16, 6, 5), bias(16), dense_weight(120, 400),
+                        bias(120),            dense_weight(84, 120), bias(84), dense_weight(10, 84), bias(10)};
+    m.n = 10;
+    memcpy(m.p, p, sizeof p);
+  } else {
+    kiln_tensor *p[] = {dense_weight(256, 784), bias(256), dense_weight(10, 256), bias(10)};
+    m.n = 4;
+    memcpy(m.p, p, sizeof p);
+  }
+  return m;
+}
+
+/* x: [B, 1, 28, 28] -> logits [B, 10]. */
+static kiln_tensor *forward(const model *m, kiln_tensor *x) {
   int64_t b = kiln_tensor_dim(x, 0);
-  kiln_tensor *flat = kiln_reshape(x, 2, (int64_t[]){b, 784});
-  return kiln_linear(kiln_relu(kiln_linear(flat, m->w1, m->b1)), m->w2, m->b2);
+  kiln_tensor *const *p = m->p;
+  if (!m->lenet) {
+    kiln_tensor *flat = kiln_reshape(x, 2, (int64_t[]){b, 784});
+    return kiln_linear(kiln_relu(kiln_linear(flat, p[0], p[1])), p[2], p[3]);
+  }
+  kiln_conv2d_params pad2 = kiln_conv2d_params_default();
+  pad2.padding[0] = pad2.padding[1] = 2;
+  kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
+  kiln_tensor *h = kiln_max_pool2d(kiln_relu(kiln_conv2d(x, p[0], p[1], &pad2)), &pool); /* [B, 6, 14, 14] */
+  h = kiln_max_pool2d(kiln_relu(kiln_conv2d(h, p[2], p[3], NULL)), &pool);             /* [B, 16, 5, 5] */
+  h = kiln_reshape(h, 2, (int64_t[]){b, 400});
+  h = kiln_relu(kiln_linear(h, p[4], p[5]));
+  h = kiln_relu(kiln_linear(h, p[6], p[7]));
+  return kiln_linear(h, p[8], p[9]);
 }
 
 /* Correct predictions in a batch, as a float32 scalar tensor. */
@@ -78,7 +116,7 @@ static void progress(int epoch, int64_t done, int64_t total, int64_t samples, do
           value(right) / (double)(samples ? samples : 1));
 }
 
-static double evaluate(const mlp *m, kiln_loader *test) {
+static double evaluate(const model *m, kiln_loader *test) {
   kiln_tensor *right = kiln_zeros(KILN_F32, 0, NULL), *x, *y;
   int64_t n = 0;
   kiln_loader_reset(test);
@@ -138,18 +176,28 @@ static void write_plot(const char *prefix, int epochs, const double (*curve)[3])
 }
 
 int main(int argc, char **argv) {
-  options o = {3, 256, 0, 0.1, "fashion_mnist_mlp"};
+  options o = {false, 3, 256, 0, -1, NULL};
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--epochs") && i + 1 < argc) o.epochs = atoi(argv[++i]);
+    if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+      const char *name = argv[++i];
+      if (strcmp(name, "mlp") && strcmp(name, "lenet")) {
+        fprintf(stderr, "train_fashion_mnist: --model is mlp or lenet, not %s\n", name);
+        return 2;
+      }
+      o.lenet = !strcmp(name, "lenet");
+    } else if (!strcmp(argv[i], "--epochs") && i + 1 < argc) o.epochs = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--batch") && i + 1 < argc) o.batch = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--lr") && i + 1 < argc) o.lr = atof(argv[++i]);
     else if (!strcmp(argv[i], "--limit") && i + 1 < argc) o.limit = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--out") && i + 1 < argc) o.out = argv[++i];
     else {
-      fprintf(stderr, "usage: %s [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]\n",
+              argv[0]);
       return 2;
     }
   }
+  if (o.lr < 0) o.lr = o.lenet ? 0.3 : 0.1;
+  if (!o.out) o.out = o.lenet ? "fashion_mnist_lenet" : "fashion_mnist_mlp";
   if (o.epochs < 1 || o.epochs > 1000 || o.batch < 1) {
     fprintf(stderr, "train_fashion_mnist: --epochs must be 1 to 1000 and --batch positive\n");
     return 2;
@@ -168,19 +216,18 @@ int main(int argc, char **argv) {
   kiln_loader *test = kiln_loader_new(test_x, test_y, 1000, false, 0, KILN_LAST_BATCH_KEEP);
   if (!train || !test) return fail("loader");
 
-  mlp m = {xavier(256, 784), kiln_zeros(KILN_F32, 1, (int64_t[]){256}), xavier(10, 256),
-           kiln_zeros(KILN_F32, 1, (int64_t[]){10})};
-  kiln_tensor *params[4] = {m.w1, m.b1, m.w2, m.b2};
-  for (int i = 0; i < 4; i++)
-    if (kiln_attach_grad(params[i], KILN_GRAD_WRITE) != KILN_OK) return fail("attach_grad");
+  model m = make_model(o.lenet);
+  for (int i = 0; i < m.n; i++)
+    if (kiln_attach_grad(m.p[i], KILN_GRAD_WRITE) != KILN_OK) return fail("attach_grad");
   kiln_optimizer_params op = kiln_optimizer_params_default(KILN_OPT_SGD);
   op.lr = o.lr;
-  kiln_optimizer *sgd = kiln_optimizer_new(&op, 4, params);
+  kiln_optimizer *sgd = kiln_optimizer_new(&op, m.n, m.p);
   if (!sgd) return fail("optimizer");
 
   bool tty = isatty(2);
   double(*curve)[3] = calloc((size_t)o.epochs, sizeof *curve);
-  printf("MLP 784-256-10, SGD lr %g, batch %lld, %lld training samples\n", o.lr, (long long)o.batch,
+  printf("%s, SGD lr %g, batch %lld, %lld training samples\n", o.lenet ? "LeNet" : "MLP 784-256-10", o.lr,
+         (long long)o.batch,
          (long long)kiln_tensor_dim(train_x, 0));
   printf("%5s %10s %10s %10s %9s %12s\n", "epoch", "loss", "train acc", "test acc", "seconds", "samples/s");
   for (int epoch = 1; epoch <= o.epochs; epoch++) {
@@ -225,7 +272,7 @@ int main(int argc, char **argv) {
   kiln_optimizer_free(sgd);
   kiln_loader_free(train);
   kiln_loader_free(test);
-  for (int i = 0; i < 4; i++) kiln_tensor_release(params[i]);
+  for (int i = 0; i < m.n; i++) kiln_tensor_release(m.p[i]);
   kiln_tensor_release(train_x);
   kiln_tensor_release(train_y);
   kiln_tensor_release(test_x);
