@@ -9,91 +9,6 @@
 
 #include "testutil.h"
 
-typedef kiln_tensor *(*op_fn)(kiln_tensor **in);
-
-static double loss_value(op_fn f, kiln_tensor **in, kiln_tensor *w) {
-  kiln_scope_begin();
-  kiln_tensor *y = f(in);
-  double v = NAN;
-  kiln_tensor *l = kiln_sum(kiln_mul(y, w), 0, NULL, false);
-  if (kiln_tensor_item(l, &v) != KILN_OK) fprintf(stderr, "loss: %s\n", kiln_last_error());
-  kiln_scope_end();
-  return v;
-}
-
-static void set_element(kiln_tensor **slot, int64_t i, double value) {
-  kiln_tensor *t = *slot;
-  int64_t n = kiln_tensor_numel(t);
-  double *buf = malloc((size_t)n * sizeof(double));
-  kiln_tensor_copy_to(t, buf, (size_t)n * sizeof(double));
-  buf[i] = value;
-  kiln_tensor *r = kiln_from_data(KILN_F64, kiln_tensor_ndim(t), kiln_tensor_shape(t), buf);
-  free(buf);
-  kiln_tensor_release(t);
-  *slot = r;
-}
-
-/* Checks d loss / d in[k] for every float input against central
- * differences (h = 1e-6 in float64: truncation and rounding both ~1e-9
- * relative, so rtol 1e-5 leaves a wide margin). */
-static void check_gradients(const char *name, op_fn f, int n_in, kiln_tensor **in) {
-  kiln_scope_begin();
-  kiln_tensor *y0 = f(in);
-  assert_true(tu_ok(name, y0));
-  int nd = kiln_tensor_ndim(y0);
-  int64_t shape[KILN_MAX_DIMS];
-  memcpy(shape, kiln_tensor_shape(y0), sizeof(int64_t) * (size_t)nd);
-  kiln_scope_end();
-  kiln_tensor *w = tu_random(KILN_F64, nd, shape, 77, -1, 1);
-  for (int k = 0; k < n_in; k++)
-    if (kiln_tensor_dtype(in[k]) == KILN_F64) assert_int_equal(kiln_attach_grad(in[k], KILN_GRAD_WRITE), KILN_OK);
-  kiln_scope_begin();
-  kiln_record_begin(true);
-  kiln_tensor *l = kiln_sum(kiln_mul(f(in), w), 0, NULL, false);
-  kiln_record_end();
-  kiln_status st = kiln_backward(l, NULL, false);
-  if (st != KILN_OK) fprintf(stderr, "%s: backward: %s\n", name, kiln_last_error());
-  assert_int_equal(st, KILN_OK);
-  kiln_scope_end();
-  for (int k = 0; k < n_in; k++) {
-    if (kiln_tensor_dtype(in[k]) != KILN_F64) continue;
-    int64_t n = kiln_tensor_numel(in[k]);
-    double *analytic = malloc((size_t)(n ? n : 1) * sizeof(double)), *numeric = malloc((size_t)(n ? n : 1) * sizeof(double));
-    assert_int_equal(kiln_tensor_copy_to(kiln_grad(in[k]), analytic, (size_t)n * sizeof(double)), KILN_OK);
-    for (int64_t i = 0; i < n; i++) {
-      double x0;
-      double *buf = malloc((size_t)n * sizeof(double));
-      kiln_tensor_copy_to(in[k], buf, (size_t)n * sizeof(double));
-      x0 = buf[i];
-      free(buf);
-      const double h = 1e-6;
-      set_element(&in[k], i, x0 + h);
-      double up = loss_value(f, in, w);
-      set_element(&in[k], i, x0 - h);
-      double down = loss_value(f, in, w);
-      set_element(&in[k], i, x0);
-      numeric[i] = (up - down) / (2 * h);
-    }
-    char label[128];
-    snprintf(label, sizeof label, "%s d/d input %d", name, k);
-    kiln_tensor *want = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, numeric);
-    kiln_tensor *got = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, analytic);
-    assert_true(tu_close(label, got, want, 1e-5, 1e-7));
-    kiln_tensor_release(want);
-    kiln_tensor_release(got);
-    free(analytic);
-    free(numeric);
-  }
-  kiln_tensor_release(w);
-}
-
-static kiln_tensor *rnd(int nd, const int64_t *shape, uint64_t seed, double lo, double hi) {
-  return tu_random(KILN_F64, nd, shape, seed, lo, hi);
-}
-
-static void release_all_inputs(int n, kiln_tensor **in) {
-  for (int i = 0; i < n; i++) kiln_tensor_release(in[i]);
-}
 
 /* ------------------------------------------------------------ the ops */
 
@@ -161,7 +76,7 @@ static kiln_tensor *f_split(kiln_tensor **in) {
 
 typedef struct {
   const char *name;
-  op_fn f;
+  tu_op_fn f;
   double lo, hi; /* the input range (log, sqrt need positives) */
 } unary_case;
 
@@ -185,9 +100,9 @@ static void unary_ops(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     /* Values away from kinks (relu, abs, clip at their corners) so the
      * central difference does not straddle one. */
-    kiln_tensor *in[1] = {rnd(3, (int64_t[]){2, 4, 3}, 100 + i, cases[i].lo, cases[i].hi)};
-    check_gradients(cases[i].name, cases[i].f, 1, in);
-    release_all_inputs(1, in);
+    kiln_tensor *in[1] = {tu_random_f64(3, (int64_t[]){2, 4, 3}, 100 + i, cases[i].lo, cases[i].hi)};
+    tu_check_gradients(cases[i].name, cases[i].f, 1, in);
+    tu_release_n(1, in);
   }
 }
 
@@ -198,50 +113,50 @@ static void broadcasting_binary_ops(void **state) {
                                      {"pow", f_pow, 0.5, 2},        {"maximum", f_maximum, -2, 2},
                                      {"minimum", f_minimum, -2, 2}, {"where", f_where, -2, 2}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    kiln_tensor *in[2] = {rnd(3, (int64_t[]){2, 1, 3}, 200 + i, cases[i].lo, cases[i].hi),
-                          rnd(2, (int64_t[]){4, 1}, 300 + i, cases[i].lo, cases[i].hi)};
-    check_gradients(cases[i].name, cases[i].f, 2, in);
-    release_all_inputs(2, in);
+    kiln_tensor *in[2] = {tu_random_f64(3, (int64_t[]){2, 1, 3}, 200 + i, cases[i].lo, cases[i].hi),
+                          tu_random_f64(2, (int64_t[]){4, 1}, 300 + i, cases[i].lo, cases[i].hi)};
+    tu_check_gradients(cases[i].name, cases[i].f, 2, in);
+    tu_release_n(2, in);
   }
 }
 
 static void shape_ops(void **state) {
   (void)state;
-  kiln_tensor *b[1] = {rnd(2, (int64_t[]){3, 1}, 401, -2, 2)};
-  check_gradients("broadcast_to", f_broadcast, 1, b);
-  release_all_inputs(1, b);
-  kiln_tensor *s[1] = {rnd(3, (int64_t[]){3, 1, 2}, 402, -2, 2)};
-  check_gradients("squeeze", f_squeeze, 1, s);
-  check_gradients("expand_dims", f_expand, 1, s);
-  release_all_inputs(1, s);
-  kiln_tensor *c[2] = {rnd(2, (int64_t[]){3, 2}, 403, -2, 2), rnd(2, (int64_t[]){3, 4}, 404, -2, 2)};
-  check_gradients("concat", f_concat, 2, c);
-  release_all_inputs(2, c);
+  kiln_tensor *b[1] = {tu_random_f64(2, (int64_t[]){3, 1}, 401, -2, 2)};
+  tu_check_gradients("broadcast_to", f_broadcast, 1, b);
+  tu_release_n(1, b);
+  kiln_tensor *s[1] = {tu_random_f64(3, (int64_t[]){3, 1, 2}, 402, -2, 2)};
+  tu_check_gradients("squeeze", f_squeeze, 1, s);
+  tu_check_gradients("expand_dims", f_expand, 1, s);
+  tu_release_n(1, s);
+  kiln_tensor *c[2] = {tu_random_f64(2, (int64_t[]){3, 2}, 403, -2, 2), tu_random_f64(2, (int64_t[]){3, 4}, 404, -2, 2)};
+  tu_check_gradients("concat", f_concat, 2, c);
+  tu_release_n(2, c);
 }
 
 static void linear_algebra(void **state) {
   (void)state;
-  kiln_tensor *mm[2] = {rnd(3, (int64_t[]){2, 3, 4}, 501, -1, 1), rnd(2, (int64_t[]){4, 5}, 502, -1, 1)};
-  check_gradients("matmul batched x 2-D", f_matmul, 2, mm);
-  release_all_inputs(2, mm);
-  kiln_tensor *mv[2] = {rnd(2, (int64_t[]){3, 4}, 503, -1, 1), rnd(1, (int64_t[]){4}, 504, -1, 1)};
-  check_gradients("matmul 2-D x 1-D", f_matmul, 2, mv);
-  release_all_inputs(2, mv);
-  kiln_tensor *vm[2] = {rnd(1, (int64_t[]){3}, 505, -1, 1), rnd(3, (int64_t[]){2, 3, 4}, 506, -1, 1)};
-  check_gradients("matmul 1-D x batched", f_matmul, 2, vm);
-  release_all_inputs(2, vm);
-  kiln_tensor *lin[3] = {rnd(3, (int64_t[]){2, 3, 4}, 507, -1, 1), rnd(2, (int64_t[]){5, 4}, 508, -1, 1),
-                         rnd(1, (int64_t[]){5}, 509, -1, 1)};
-  check_gradients("linear", f_linear, 3, lin);
-  release_all_inputs(3, lin);
+  kiln_tensor *mm[2] = {tu_random_f64(3, (int64_t[]){2, 3, 4}, 501, -1, 1), tu_random_f64(2, (int64_t[]){4, 5}, 502, -1, 1)};
+  tu_check_gradients("matmul batched x 2-D", f_matmul, 2, mm);
+  tu_release_n(2, mm);
+  kiln_tensor *mv[2] = {tu_random_f64(2, (int64_t[]){3, 4}, 503, -1, 1), tu_random_f64(1, (int64_t[]){4}, 504, -1, 1)};
+  tu_check_gradients("matmul 2-D x 1-D", f_matmul, 2, mv);
+  tu_release_n(2, mv);
+  kiln_tensor *vm[2] = {tu_random_f64(1, (int64_t[]){3}, 505, -1, 1), tu_random_f64(3, (int64_t[]){2, 3, 4}, 506, -1, 1)};
+  tu_check_gradients("matmul 1-D x batched", f_matmul, 2, vm);
+  tu_release_n(2, vm);
+  kiln_tensor *lin[3] = {tu_random_f64(3, (int64_t[]){2, 3, 4}, 507, -1, 1), tu_random_f64(2, (int64_t[]){5, 4}, 508, -1, 1),
+                         tu_random_f64(1, (int64_t[]){5}, 509, -1, 1)};
+  tu_check_gradients("linear", f_linear, 3, lin);
+  tu_release_n(3, lin);
 }
 
 static void cross_entropy(void **state) {
   (void)state;
-  kiln_tensor *in[2] = {rnd(2, (int64_t[]){5, 4}, 601, -2, 2),
+  kiln_tensor *in[2] = {tu_random_f64(2, (int64_t[]){5, 4}, 601, -2, 2),
                         kiln_from_data(KILN_I64, 1, (int64_t[]){5}, (int64_t[]){0, 3, 1, 1, 2})};
-  check_gradients("softmax_cross_entropy", f_xent, 2, in);
-  release_all_inputs(2, in);
+  tu_check_gradients("softmax_cross_entropy", f_xent, 2, in);
+  tu_release_n(2, in);
 }
 
 /* ------------------------------------------------------------ the tape */

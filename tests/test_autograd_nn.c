@@ -3,7 +3,7 @@
  * avg_pool2d_backward), and of dropout.
  *
  * Two kinds of check. Every gradient against central finite differences in
- * float64 (check_gradients, the helper of test_autograd.c): the loss is
+ * float64 (tu_check_gradients in testutil.c): the loss is
  * sum(op(x) * w) for fixed random w, so each output element's gradient is
  * exercised with a different weight. Max pooling is checked on random
  * inputs, where a tie (and so a kink finite differences would straddle) has
@@ -18,91 +18,6 @@
 #include "ops/nn_grad.h"
 #include "testutil.h"
 
-typedef kiln_tensor *(*op_fn)(kiln_tensor **in);
-
-static double loss_value(op_fn f, kiln_tensor **in, kiln_tensor *w) {
-  kiln_scope_begin();
-  kiln_tensor *y = f(in);
-  double v = NAN;
-  kiln_tensor *l = kiln_sum(kiln_mul(y, w), 0, NULL, false);
-  if (kiln_tensor_item(l, &v) != KILN_OK) fprintf(stderr, "loss: %s\n", kiln_last_error());
-  kiln_scope_end();
-  return v;
-}
-
-static void set_element(kiln_tensor **slot, int64_t i, double value) {
-  kiln_tensor *t = *slot;
-  int64_t n = kiln_tensor_numel(t);
-  double *buf = malloc((size_t)n * sizeof(double));
-  kiln_tensor_copy_to(t, buf, (size_t)n * sizeof(double));
-  buf[i] = value;
-  kiln_tensor *r = kiln_from_data(KILN_F64, kiln_tensor_ndim(t), kiln_tensor_shape(t), buf);
-  free(buf);
-  kiln_tensor_release(t);
-  *slot = r;
-}
-
-/* Checks d loss / d in[k] for every float input against central
- * differences (h = 1e-6 in float64: truncation and rounding both ~1e-9
- * relative, so rtol 1e-5 leaves a wide margin). */
-static void check_gradients(const char *name, op_fn f, int n_in, kiln_tensor **in) {
-  kiln_scope_begin();
-  kiln_tensor *y0 = f(in);
-  assert_true(tu_ok(name, y0));
-  int nd = kiln_tensor_ndim(y0);
-  int64_t shape[KILN_MAX_DIMS];
-  memcpy(shape, kiln_tensor_shape(y0), sizeof(int64_t) * (size_t)nd);
-  kiln_scope_end();
-  kiln_tensor *w = tu_random(KILN_F64, nd, shape, 77, -1, 1);
-  for (int k = 0; k < n_in; k++)
-    if (kiln_tensor_dtype(in[k]) == KILN_F64) assert_int_equal(kiln_attach_grad(in[k], KILN_GRAD_WRITE), KILN_OK);
-  kiln_scope_begin();
-  kiln_record_begin(true);
-  kiln_tensor *l = kiln_sum(kiln_mul(f(in), w), 0, NULL, false);
-  kiln_record_end();
-  kiln_status st = kiln_backward(l, NULL, false);
-  if (st != KILN_OK) fprintf(stderr, "%s: backward: %s\n", name, kiln_last_error());
-  assert_int_equal(st, KILN_OK);
-  kiln_scope_end();
-  for (int k = 0; k < n_in; k++) {
-    if (kiln_tensor_dtype(in[k]) != KILN_F64) continue;
-    int64_t n = kiln_tensor_numel(in[k]);
-    double *analytic = malloc((size_t)(n ? n : 1) * sizeof(double)), *numeric = malloc((size_t)(n ? n : 1) * sizeof(double));
-    assert_int_equal(kiln_tensor_copy_to(kiln_grad(in[k]), analytic, (size_t)n * sizeof(double)), KILN_OK);
-    for (int64_t i = 0; i < n; i++) {
-      double x0;
-      double *buf = malloc((size_t)n * sizeof(double));
-      kiln_tensor_copy_to(in[k], buf, (size_t)n * sizeof(double));
-      x0 = buf[i];
-      free(buf);
-      const double h = 1e-6;
-      set_element(&in[k], i, x0 + h);
-      double up = loss_value(f, in, w);
-      set_element(&in[k], i, x0 - h);
-      double down = loss_value(f, in, w);
-      set_element(&in[k], i, x0);
-      numeric[i] = (up - down) / (2 * h);
-    }
-    char label[256];
-    snprintf(label, sizeof label, "%s d/d input %d", name, k);
-    kiln_tensor *want = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, numeric);
-    kiln_tensor *got = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, analytic);
-    assert_true(tu_close(label, got, want, 1e-5, 1e-7));
-    kiln_tensor_release(want);
-    kiln_tensor_release(got);
-    free(analytic);
-    free(numeric);
-  }
-  kiln_tensor_release(w);
-}
-
-static kiln_tensor *rnd(int nd, const int64_t *shape, uint64_t seed, double lo, double hi) {
-  return tu_random(KILN_F64, nd, shape, seed, lo, hi);
-}
-
-static void release_all_inputs(int n, kiln_tensor **in) {
-  for (int i = 0; i < n; i++) kiln_tensor_release(in[i]);
-}
 
 /* ------------------------------------------------------------ finite differences */
 
@@ -145,13 +60,13 @@ static void conv2d_gradients(void **state) {
     memcpy(conv_p.padding, k->pad, sizeof k->pad);
     memcpy(conv_p.dilation, k->dil, sizeof k->dil);
     conv_p.groups = k->groups;
-    kiln_tensor *in[3] = {rnd(4, (int64_t[]){k->n, k->c, k->h, k->w}, 10 + i, -1, 1),
-                          rnd(4, (int64_t[]){k->o, k->c / k->groups, k->kh, k->kw}, 20 + i, -1, 1),
-                          rnd(1, (int64_t[]){k->o}, 30 + i, -1, 1)};
+    kiln_tensor *in[3] = {tu_random_f64(4, (int64_t[]){k->n, k->c, k->h, k->w}, 10 + i, -1, 1),
+                          tu_random_f64(4, (int64_t[]){k->o, k->c / k->groups, k->kh, k->kw}, 20 + i, -1, 1),
+                          tu_random_f64(1, (int64_t[]){k->o}, 30 + i, -1, 1)};
     char label[160];
     snprintf(label, sizeof label, "conv2d %s", k->name);
-    check_gradients(label, k->bias ? f_conv_bias : f_conv, k->bias ? 3 : 2, in);
-    release_all_inputs(3, in);
+    tu_check_gradients(label, k->bias ? f_conv_bias : f_conv, k->bias ? 3 : 2, in);
+    tu_release_n(3, in);
   }
 }
 
@@ -159,10 +74,10 @@ static void lenet_block_gradients(void **state) {
   (void)state;
   conv_p = kiln_conv2d_params_default();
   conv_p.padding[0] = conv_p.padding[1] = 1;
-  kiln_tensor *in[3] = {rnd(4, (int64_t[]){2, 1, 6, 6}, 41, -1, 1), rnd(4, (int64_t[]){3, 1, 3, 3}, 42, -1, 1),
-                        rnd(1, (int64_t[]){3}, 43, -0.1, 0.1)};
-  check_gradients("conv2d + relu + max_pool2d", f_lenet_block, 3, in);
-  release_all_inputs(3, in);
+  kiln_tensor *in[3] = {tu_random_f64(4, (int64_t[]){2, 1, 6, 6}, 41, -1, 1), tu_random_f64(4, (int64_t[]){3, 1, 3, 3}, 42, -1, 1),
+                        tu_random_f64(1, (int64_t[]){3}, 43, -0.1, 0.1)};
+  tu_check_gradients("conv2d + relu + max_pool2d", f_lenet_block, 3, in);
+  tu_release_n(3, in);
 }
 
 typedef struct {
@@ -191,13 +106,13 @@ static void pool_gradients(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof pool_cases / sizeof *pool_cases; i++) {
     set_pool(&pool_cases[i]);
-    kiln_tensor *in[1] = {rnd(4, (int64_t[]){2, 3, 7, 6}, 50 + i, -1, 1)};
+    kiln_tensor *in[1] = {tu_random_f64(4, (int64_t[]){2, 3, 7, 6}, 50 + i, -1, 1)};
     char label[160];
     snprintf(label, sizeof label, "max_pool2d %s", pool_cases[i].name);
-    check_gradients(label, f_max_pool, 1, in);
+    tu_check_gradients(label, f_max_pool, 1, in);
     snprintf(label, sizeof label, "avg_pool2d %s", pool_cases[i].name);
-    check_gradients(label, f_avg_pool, 1, in);
-    release_all_inputs(1, in);
+    tu_check_gradients(label, f_avg_pool, 1, in);
+    tu_release_n(1, in);
   }
 }
 
@@ -231,8 +146,8 @@ static void dropout_gradient(void **state) {
   (void)state;
   const double p = 0.3;
   enum { N = 257 };
-  kiln_tensor *x = rnd(2, (int64_t[]){N / 257, 257}, 60, 0.5, 1.5); /* never 0 */
-  kiln_tensor *w = rnd(2, (int64_t[]){N / 257, 257}, 61, -1, 1);
+  kiln_tensor *x = tu_random_f64(2, (int64_t[]){N / 257, 257}, 60, 0.5, 1.5); /* never 0 */
+  kiln_tensor *w = tu_random_f64(2, (int64_t[]){N / 257, 257}, 61, -1, 1);
   kiln_attach_grad(x, KILN_GRAD_WRITE);
   kiln_generator *gen = kiln_generator_new(1234);
   kiln_scope_begin();

@@ -206,3 +206,90 @@ void tu_settle(void) {
   kiln_waitall();
   kiln_release_cached_memory();
 }
+
+/* ------------------------------------------------------------ gradient checks */
+
+
+static double loss_value(tu_op_fn f, kiln_tensor **in, kiln_tensor *w) {
+  kiln_scope_begin();
+  kiln_tensor *y = f(in);
+  double v = NAN;
+  kiln_tensor *l = kiln_sum(kiln_mul(y, w), 0, NULL, false);
+  if (kiln_tensor_item(l, &v) != KILN_OK) fprintf(stderr, "loss: %s\n", kiln_last_error());
+  kiln_scope_end();
+  return v;
+}
+
+static void set_element(kiln_tensor **slot, int64_t i, double value) {
+  kiln_tensor *t = *slot;
+  int64_t n = kiln_tensor_numel(t);
+  double *buf = malloc((size_t)n * sizeof(double));
+  kiln_tensor_copy_to(t, buf, (size_t)n * sizeof(double));
+  buf[i] = value;
+  kiln_tensor *r = kiln_from_data(KILN_F64, kiln_tensor_ndim(t), kiln_tensor_shape(t), buf);
+  free(buf);
+  kiln_tensor_release(t);
+  *slot = r;
+}
+
+/* Checks d loss / d in[k] for every float input against central
+ * differences (h = 1e-6 in float64: truncation and rounding both ~1e-9
+ * relative, so rtol 1e-5 leaves a wide margin). */
+void tu_check_gradients(const char *name, tu_op_fn f, int n_in, kiln_tensor **in) {
+  kiln_scope_begin();
+  kiln_tensor *y0 = f(in);
+  assert_true(tu_ok(name, y0));
+  int nd = kiln_tensor_ndim(y0);
+  int64_t shape[KILN_MAX_DIMS];
+  memcpy(shape, kiln_tensor_shape(y0), sizeof(int64_t) * (size_t)nd);
+  kiln_scope_end();
+  kiln_tensor *w = tu_random(KILN_F64, nd, shape, 77, -1, 1);
+  for (int k = 0; k < n_in; k++)
+    if (kiln_tensor_dtype(in[k]) == KILN_F64) assert_int_equal(kiln_attach_grad(in[k], KILN_GRAD_WRITE), KILN_OK);
+  kiln_scope_begin();
+  kiln_record_begin(true);
+  kiln_tensor *l = kiln_sum(kiln_mul(f(in), w), 0, NULL, false);
+  kiln_record_end();
+  kiln_status st = kiln_backward(l, NULL, false);
+  if (st != KILN_OK) fprintf(stderr, "%s: backward: %s\n", name, kiln_last_error());
+  assert_int_equal(st, KILN_OK);
+  kiln_scope_end();
+  for (int k = 0; k < n_in; k++) {
+    if (kiln_tensor_dtype(in[k]) != KILN_F64) continue;
+    int64_t n = kiln_tensor_numel(in[k]);
+    double *analytic = malloc((size_t)(n ? n : 1) * sizeof(double)), *numeric = malloc((size_t)(n ? n : 1) * sizeof(double));
+    assert_int_equal(kiln_tensor_copy_to(kiln_grad(in[k]), analytic, (size_t)n * sizeof(double)), KILN_OK);
+    for (int64_t i = 0; i < n; i++) {
+      double x0;
+      double *buf = malloc((size_t)n * sizeof(double));
+      kiln_tensor_copy_to(in[k], buf, (size_t)n * sizeof(double));
+      x0 = buf[i];
+      free(buf);
+      const double h = 1e-6;
+      set_element(&in[k], i, x0 + h);
+      double up = loss_value(f, in, w);
+      set_element(&in[k], i, x0 - h);
+      double down = loss_value(f, in, w);
+      set_element(&in[k], i, x0);
+      numeric[i] = (up - down) / (2 * h);
+    }
+    char label[128];
+    snprintf(label, sizeof label, "%s d/d input %d", name, k);
+    kiln_tensor *want = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, numeric);
+    kiln_tensor *got = kiln_from_data(KILN_F64, 1, (int64_t[]){n}, analytic);
+    assert_true(tu_close(label, got, want, 1e-5, 1e-7));
+    kiln_tensor_release(want);
+    kiln_tensor_release(got);
+    free(analytic);
+    free(numeric);
+  }
+  kiln_tensor_release(w);
+}
+
+kiln_tensor *tu_random_f64(int nd, const int64_t *shape, uint64_t seed, double lo, double hi) {
+  return tu_random(KILN_F64, nd, shape, seed, lo, hi);
+}
+
+void tu_release_n(int n, kiln_tensor **in) {
+  for (int i = 0; i < n; i++) kiln_tensor_release(in[i]);
+}

@@ -54,6 +54,17 @@ int64_t tu_numel(int ndim, const int64_t *shape);
 kiln_tensor *tu_track(kiln_tensor *t);
 int tu_release_tracked(void **state);
 
+/* Gradient checks: an op under test as a function of its inputs. */
+typedef kiln_tensor *(*tu_op_fn)(kiln_tensor **in);
+/* d loss / d in[k] through autograd against central differences in
+ * float64, for every float64 input, where loss = sum(f(in) * w) for fixed
+ * random w. Attaches gradients to those inputs; may replace in[k] with an
+ * equal tensor. */
+void tu_check_gradients(const char *name, tu_op_fn f, int n_in, kiln_tensor **in);
+/* tu_random for float64. */
+kiln_tensor *tu_random_f64(int ndim, const int64_t *shape, uint64_t seed, double lo, double hi);
+void tu_release_n(int n, kiln_tensor **in);
+
 #define TU_CLOSE(got, want, rtol, atol) assert_true(tu_close(#got, (got), (want), (rtol), (atol)))
 #define TU_OK(t) assert_true(tu_ok(#t, (t)))
 /* Asserts that t failed with status st and that its message contains text. */
