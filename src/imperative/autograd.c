@@ -13,6 +13,7 @@
  * valid and sees the new values. */
 #include "imperative/autograd.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -64,8 +65,13 @@ static void entry_free(void *p) {
   kiln_free(e);
 }
 
+static void install_destructor(void) { tensor_ag_free = entry_free; }
+
+/* The tensor layer frees entries through a hook it cannot name itself;
+ * installed once, not on every entry (threads record concurrently). */
 static ag_entry *entry_new(void) {
-  tensor_ag_free = entry_free;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, install_destructor);
   return kiln_calloc(1, sizeof(ag_entry));
 }
 
@@ -111,13 +117,8 @@ kiln_status kiln_attach_grad(kiln_tensor *t, kiln_grad_req req) {
   ag_entry *e = NULL;
   if (req != KILN_GRAD_NULL) {
     e = entry_new();
-    kiln_tensor *zero;
-    kiln_attr_value a[KILN_MAX_ATTRS];
-    kiln_attrs_default(KILN_OP_FULL, a);
-    kiln_attr_set_ints(&a[0], t->ndim, t->shape);
-    a[1].i = t->dtype;
     if (!e) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_attach_grad: out of memory");
-    kiln_dispatch_owned(KILN_OP_FULL, 0, NULL, a, 1, &zero);
+    kiln_tensor *zero = kiln_zeros_like_owned(t);
     if (zero->status != KILN_OK) {
       kiln_status st = kiln_errorf(zero->status, "kiln_attach_grad: %s", zero->error);
       kiln_tensor_release(zero);
@@ -240,7 +241,6 @@ static kiln_status topo_sort(ag_node *head, uint64_t mark, ptr_list *order) {
 
 static kiln_tensor *accumulate(kiln_tensor *sum, kiln_tensor *g) { return sum ? kiln_add(sum, g) : g; }
 
-static kiln_tensor *zeros_like(const kiln_tensor *t) { return kiln_zeros(t->dtype, t->ndim, t->shape); }
 
 /* The leaf's buffer takes the sum: overwritten or added to, by an engine op
  * that writes the buffer's storage in place. */
@@ -323,7 +323,7 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
     for (int o = 0; o < n->n_out; o++) any = any || n->grad[o];
     if (!any) continue;
     for (int o = 0; o < n->n_out; o++)
-      if (!n->grad[o]) n->grad[o] = zeros_like(n->out[o]);
+      if (!n->grad[o]) n->grad[o] = kiln_zeros(n->out[o]->dtype, n->out[o]->ndim, n->out[o]->shape);
     enum { LOCAL = 16 };
     bool need[LOCAL];
     kiln_tensor *in_grad[LOCAL];

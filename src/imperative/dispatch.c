@@ -5,6 +5,7 @@
  * those allow; a storage released meanwhile is freed by the engine after
  * it. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,24 @@ static kiln_status push_kernel(const kiln_op_call *c, kiln_tensor *const *in, ki
   if (st != KILN_OK) call_put(p);
   if (vars != local_vars) kiln_free(vars);
   return st;
+}
+
+kiln_tensor *kiln_failed(kiln_status status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  kiln_verrorf(status, fmt, ap);
+  va_end(ap);
+  return tensor_autorelease(tensor_new_failed(status, kiln_last_error()));
+}
+
+kiln_tensor *kiln_zeros_like_owned(const kiln_tensor *t) {
+  kiln_attr_value a[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_FULL, a);
+  kiln_attr_set_ints(&a[0], t->ndim, t->shape);
+  a[1].i = t->dtype;
+  kiln_tensor *z;
+  kiln_dispatch_owned(KILN_OP_FULL, 0, NULL, a, 1, &z);
+  return z;
 }
 
 static void fail_all(kiln_tensor **out, int n_out, kiln_status st, const char *msg) {

@@ -22,6 +22,16 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
 /* The same for single-output ops. */
 kiln_tensor *kiln_dispatch1(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs);
 
+/* A failed tensor for a public function's usage error: records the message
+ * (kiln_last_error) and returns it carried by a new handle, autoreleased
+ * like every op's result. */
+kiln_tensor *kiln_failed(kiln_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A contiguous tensor of zeros shaped and typed like t, owned by the caller
+ * whatever scope is open (for buffers kiln keeps: gradients, optimiser
+ * state). */
+kiln_tensor *kiln_zeros_like_owned(const kiln_tensor *t);
+
 /* Fills vals with the defaults of op id's attributes. */
 void kiln_attrs_default(kiln_op_id id, kiln_attr_value *vals);
 

@@ -8,8 +8,7 @@ static kiln_tensor *batch_mean(kiln_tensor *per_element) { return kiln_mean(per_
 
 static kiln_tensor *checked(const char *fn, kiln_tensor *a, kiln_tensor *b) {
   if (!a || !b) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, a ? "label" : "prediction");
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, a ? "label" : "prediction");
   }
   return NULL;
 }

@@ -35,16 +35,6 @@ static kiln_status check_params(const kiln_optimizer_params *p) {
   return KILN_OK;
 }
 
-static kiln_tensor *zeros_like(const kiln_tensor *t) {
-  kiln_tensor *z;
-  kiln_attr_value a[KILN_MAX_ATTRS];
-  kiln_attrs_default(KILN_OP_FULL, a);
-  kiln_attr_set_ints(&a[0], t->ndim, t->shape);
-  a[1].i = t->dtype;
-  kiln_dispatch_owned(KILN_OP_FULL, 0, NULL, a, 1, &z);
-  return z;
-}
-
 void kiln_optimizer_free(kiln_optimizer *o) {
   if (!o) return;
   for (int i = 0; i < o->n; i++) {
@@ -85,8 +75,8 @@ kiln_optimizer *kiln_optimizer_new(const kiln_optimizer_params *p, int n, kiln_t
   for (int i = 0; i < n; i++) {
     slot *s = &o->slots[i];
     s->param = kiln_tensor_retain(params[i]);
-    s->m = needs_m ? zeros_like(params[i]) : NULL;
-    s->v = needs_v ? zeros_like(params[i]) : NULL;
+    s->m = needs_m ? kiln_zeros_like_owned(params[i]) : NULL;
+    s->v = needs_v ? kiln_zeros_like_owned(params[i]) : NULL;
     if ((s->m && s->m->status != KILN_OK) || (s->v && s->v->status != KILN_OK)) {
       kiln_optimizer_free(o);
       kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_optimizer_new: out of memory for the state of parameter %d", i);

@@ -107,12 +107,9 @@ CREATION(random_bernoulli, random_attrs, random_infer, random_kernel, random_ker
 /* Checks the public shape arguments before they become an attribute. */
 static kiln_tensor *bad_shape(const char *fn, int ndim, const int64_t *shape) {
   if (ndim < 0 || ndim > KILN_MAX_DIMS)
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %d dims (kiln supports 0 to %d)", fn, ndim, KILN_MAX_DIMS);
-  else if (ndim > 0 && !shape)
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: shape is NULL", fn);
-  else
-    return NULL;
-  return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "%s: %d dims (kiln supports 0 to %d)", fn, ndim, KILN_MAX_DIMS);
+  if (ndim > 0 && !shape) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "%s: shape is NULL", fn);
+  return NULL;
 }
 
 static kiln_tensor *create(kiln_op_id id, const char *fn, kiln_dtype dt, int ndim, const int64_t *shape,
@@ -138,14 +135,12 @@ kiln_tensor *kiln_arange(double start, double stop, double step, kiln_dtype dt) 
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_ARANGE, a);
   if (!isfinite(start) || !isfinite(stop) || !isfinite(step) || step == 0) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "arange: start %g, stop %g and step %g must be finite, step nonzero", start,
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "arange: start %g, stop %g and step %g must be finite, step nonzero", start,
                 stop, step);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
   }
   double count = ceil((stop - start) / step);
   if (count > 9.0e15) {
-    kiln_errorf(KILN_ERR_OVERFLOW, "arange: %g elements is too many", count);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_OVERFLOW, kiln_last_error()));
+    return kiln_failed(KILN_ERR_OVERFLOW, "arange: %g elements is too many", count);
   }
   int64_t n = count > 0 ? (int64_t)count : 0;
   a[2].f = start;
@@ -158,9 +153,8 @@ kiln_tensor *kiln_linspace(double start, double stop, int64_t num, kiln_dtype dt
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_LINSPACE, a);
   if (!isfinite(start) || !isfinite(stop) || num < 0) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "linspace: start %g and stop %g must be finite and num %lld >= 0", start,
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "linspace: start %g and stop %g must be finite and num %lld >= 0", start,
                 stop, (long long)num);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
   }
   a[2].f = start;
   a[3].f = stop;

@@ -435,13 +435,6 @@ const kiln_op_def kiln_opdef_cast = {.name = "cast",
 
 /* A failed handle for a bad C argument, registered with the scope like any
  * op result. */
-__attribute__((format(printf, 2, 3))) static kiln_tensor *fail_tensor(kiln_status st, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  kiln_verrorf(st, fmt, ap);
-  va_end(ap);
-  return tensor_autorelease(tensor_new_failed(st, kiln_last_error()));
-}
 
 /* A failed input wins over a bad argument: the first failure of a chain is
  * the one reported, as when dispatch passes it on. */
@@ -457,8 +450,8 @@ static kiln_tensor *pass_on(kiln_tensor *failed) {
 }
 
 kiln_tensor *kiln_concat(int n, kiln_tensor *const *xs, int axis) {
-  if (!xs) return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "concat: xs is NULL");
-  if (n <= 0) return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "concat: needs at least 1 input, got %d", n);
+  if (!xs) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "concat: xs is NULL");
+  if (n <= 0) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "concat: needs at least 1 input, got %d", n);
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_CONCAT, a);
   a[0].i = axis;
@@ -466,8 +459,8 @@ kiln_tensor *kiln_concat(int n, kiln_tensor *const *xs, int axis) {
 }
 
 kiln_tensor *kiln_stack(int n, kiln_tensor *const *xs, int axis) {
-  if (!xs) return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "stack: xs is NULL");
-  if (n <= 0) return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "stack: needs at least 1 input, got %d", n);
+  if (!xs) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "stack: xs is NULL");
+  if (n <= 0) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "stack: needs at least 1 input, got %d", n);
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_STACK, a);
   a[0].i = axis;
@@ -523,10 +516,10 @@ kiln_tensor *kiln_one_hot(kiln_tensor *indices, int64_t depth, kiln_dtype dt) {
 kiln_tensor *kiln_pad(kiln_tensor *x, int n_pads, const int64_t *pads, double value) {
   kiln_tensor *bad = first_failure(1, &x);
   if (!bad) {
-    if (n_pads < 0) return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "pad: n_pads is negative (%d)", n_pads);
-    if (n_pads > 0 && !pads) return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "pad: pads is NULL");
+    if (n_pads < 0) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "pad: n_pads is negative (%d)", n_pads);
+    if (n_pads > 0 && !pads) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "pad: pads is NULL");
     if (n_pads > KILN_MAX_ATTR_INTS)
-      return fail_tensor(KILN_ERR_INVALID_ARGUMENT, "pad: too many pads: %d values (at most %d, 2 per dim)", n_pads,
+      return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "pad: too many pads: %d values (at most %d, 2 per dim)", n_pads,
                          KILN_MAX_ATTR_INTS);
   } else if (n_pads < 0 || (n_pads > 0 && !pads) || n_pads > KILN_MAX_ATTR_INTS) {
     return pass_on(bad);

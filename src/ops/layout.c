@@ -62,8 +62,7 @@ kiln_tensor *kiln_reshape(kiln_tensor *x, int ndim, const int64_t *shape) {
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_RESHAPE, a);
   if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !shape)) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "reshape: bad target (%d dims, shape %s)", ndim, shape ? "given" : "NULL");
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "reshape: bad target (%d dims, shape %s)", ndim, shape ? "given" : "NULL");
   }
   kiln_attr_set_ints(&a[0], ndim, shape);
   if (x && !tensor_failed(x) && !kiln_tensor_is_contiguous(x)) {
@@ -109,8 +108,7 @@ kiln_tensor *kiln_permute(kiln_tensor *x, int ndim, const int *axes) {
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_PERMUTE, a);
   if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !axes)) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "permute: bad axes (%d of them)", ndim);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "permute: bad axes (%d of them)", ndim);
   }
   a[0].n = ndim;
   for (int i = 0; i < ndim; i++) a[0].ints[i] = axes[i];
@@ -124,8 +122,7 @@ kiln_tensor *kiln_transpose(kiln_tensor *x, int axis0, int axis1) {
   int a0 = axis0 < 0 ? axis0 + nd : axis0, a1 = axis1 < 0 ? axis1 + nd : axis1;
   if (a0 < 0 || a0 >= nd || a1 < 0 || a1 >= nd) {
     if (!x || tensor_failed(x)) return kiln_permute(x, 0, NULL);
-    kiln_errorf(KILN_ERR_OUT_OF_RANGE, "transpose: axes %d and %d out of range for %d dims", axis0, axis1, nd);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_OUT_OF_RANGE, kiln_last_error()));
+    return kiln_failed(KILN_ERR_OUT_OF_RANGE, "transpose: axes %d and %d out of range for %d dims", axis0, axis1, nd);
   }
   axes[a0] = a1;
   axes[a1] = a0;
@@ -226,8 +223,7 @@ kiln_tensor *kiln_broadcast_to(kiln_tensor *x, int ndim, const int64_t *shape) {
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(KILN_OP_BROADCAST_TO, a);
   if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !shape)) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "broadcast_to: bad target (%d dims)", ndim);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "broadcast_to: bad target (%d dims)", ndim);
   }
   kiln_attr_set_ints(&a[0], ndim, shape);
   return kiln_dispatch1(KILN_OP_BROADCAST_TO, 1, &x, a);
@@ -297,8 +293,7 @@ static kiln_tensor *axis_op(kiln_op_id id, kiln_tensor *x, int axis) {
 kiln_tensor *kiln_squeeze(kiln_tensor *x, int axis) { return axis_op(KILN_OP_SQUEEZE, x, axis); }
 kiln_tensor *kiln_expand_dims(kiln_tensor *x, int axis) {
   if (axis == KILN_ALL_AXES) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "expand_dims: needs one axis");
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "expand_dims: needs one axis");
   }
   return axis_op(KILN_OP_EXPAND_DIMS, x, axis);
 }

@@ -761,8 +761,7 @@ kiln_pool2d_params kiln_pool2d_params_default(int64_t kh, int64_t kw) {
 static kiln_tensor *pool_call(kiln_op_id id, const char *name, kiln_tensor *x, const kiln_pool2d_params *p) {
   if (!p) {
     /* A pool has no default window. */
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: params is NULL (the kernel size is required)", name);
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "%s: params is NULL (the kernel size is required)", name);
   }
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(id, a);

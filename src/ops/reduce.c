@@ -80,9 +80,8 @@ static kiln_tensor *reduce(kiln_op_id id, kiln_tensor *x, int n, const int *axes
   kiln_attr_value a[KILN_MAX_ATTRS];
   kiln_attrs_default(id, a);
   if (n < 0 || n > KILN_MAX_DIMS || (n > 0 && !axes)) {
-    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: bad axes (%d of them%s)", kiln_op_get(id)->name, n,
+    return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "%s: bad axes (%d of them%s)", kiln_op_get(id)->name, n,
                 axes ? "" : ", NULL");
-    return tensor_autorelease(tensor_new_failed(KILN_ERR_INVALID_ARGUMENT, kiln_last_error()));
   }
   a[0].n = n;
   for (int i = 0; i < n; i++) a[0].ints[i] = axes[i];
