@@ -56,6 +56,16 @@ fuzz:
 		build-fuzz/corpus-idx tests/fixtures/idx_seeds tests/fixtures/bad_idx >build-fuzz/fuzz_idx.log 2>&1 \
 		|| { tail -40 build-fuzz/fuzz_idx.log; exit 1; }
 	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_idx.log
+	@mkdir -p build-fuzz/corpus-safetensors
+	@build-fuzz/tests/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-safetensors tests/fixtures/safetensors tests/fixtures/bad_safetensors \
+		>build-fuzz/fuzz_safetensors.log 2>&1 || { tail -40 build-fuzz/fuzz_safetensors.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_safetensors.log
+	@mkdir -p build-fuzz/corpus-json
+	@build-fuzz/tests/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-json tests/fixtures/json_seeds >build-fuzz/fuzz_json.log 2>&1 \
+		|| { tail -40 build-fuzz/fuzz_json.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_json.log
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-clang build-fuzz

@@ -164,6 +164,11 @@ KILN_API kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *sha
 /* A contiguous copy of any tensor or view. */
 KILN_API kiln_tensor *kiln_contiguous(kiln_tensor *t);
 KILN_API kiln_tensor *kiln_copy(kiln_tensor *t);
+/* Writes src (broadcast to dst's shape, same dtype) into dst's elements in
+ * place, as an engine op ordered after the work already pushed on both: how
+ * parameters are loaded and running statistics updated. Not recorded by
+ * autograd: do not overwrite a value a recorded op still needs. */
+KILN_API kiln_status kiln_assign(kiln_tensor *dst, kiln_tensor *src);
 
 /* Random numbers come from a counter-based generator (Philox-4x32-10): each
  * call reserves a block of counters from the generator at call time, and
@@ -225,6 +230,7 @@ KILN_API kiln_tensor *kiln_relu(kiln_tensor *x);
 KILN_API kiln_tensor *kiln_leaky_relu(kiln_tensor *x, double slope);
 KILN_API kiln_tensor *kiln_gelu(kiln_tensor *x); /* exact (erf) form */
 KILN_API kiln_tensor *kiln_softplus(kiln_tensor *x);
+KILN_API kiln_tensor *kiln_erf(kiln_tensor *x);
 KILN_API kiln_tensor *kiln_sign(kiln_tensor *x);
 KILN_API kiln_tensor *kiln_floor(kiln_tensor *x);
 KILN_API kiln_tensor *kiln_ceil(kiln_tensor *x);
@@ -496,6 +502,215 @@ KILN_API void kiln_optimizer_free(kiln_optimizer *o);
 KILN_API kiln_status kiln_optimizer_step(kiln_optimizer *o, double batch_size);
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr);
 
+/* ---------------------------------------------------------------- blocks and layers */
+
+/* A block is parameters + children + a forward function, as a Gluon Block:
+ * layers are blocks, and so is a whole model. Blocks are refcounted; a
+ * constructor returns one reference, and kiln_block_add_child takes it over,
+ * so a model is built without a release per layer. A block is used by one
+ * thread at a time. */
+typedef struct kiln_block kiln_block;
+
+/* The forward function: self's output from its n inputs, computed with the
+ * ordinary ops (so it runs eagerly, records on the tape, and can be traced).
+ * It reaches its parameters with kiln_block_param / kiln_block_param_for,
+ * its children with kiln_block_child, its own data with kiln_block_user.
+ * Returns a tensor (failed on error), as every op does. */
+typedef kiln_tensor *(*kiln_forward_fn)(kiln_block *self, int n, kiln_tensor *const *inputs);
+
+/* type names the kind of block in messages ("Dense", "MyNet"); user is
+ * given back by kiln_block_user and freed with free_user (may be NULL) when
+ * the block goes. NULL + kiln_last_error on failure. */
+KILN_API kiln_block *kiln_block_new(const char *type, kiln_forward_fn forward, void *user, void (*free_user)(void *));
+KILN_API kiln_block *kiln_block_retain(kiln_block *b);
+KILN_API void kiln_block_release(kiln_block *b); /* NULL does nothing */
+KILN_API void *kiln_block_user(const kiln_block *b);
+KILN_API const char *kiln_block_type(const kiln_block *b);
+
+/* Adds child under name (NULL: its index among b's children, "0", "1", ...,
+ * as a sequential container names them), taking over the caller's reference
+ * to child, also on failure. A NULL child (a constructor that failed) fails
+ * here with the constructor's message, so building a model is checked once,
+ * at the end. Names are non-empty, without '.', and unique within b. */
+KILN_API kiln_status kiln_block_add_child(kiln_block *b, const char *name, kiln_block *child);
+KILN_API int kiln_block_num_children(const kiln_block *b);
+/* The i-th child, or the one named name (borrowed); NULL if none. */
+KILN_API kiln_block *kiln_block_child(const kiln_block *b, int i);
+KILN_API kiln_block *kiln_block_child_named(const kiln_block *b, const char *name);
+
+/* Initialisers. Fans are PyTorch's: for a shape [out, in, k...], fan_in is
+ * in * prod(k) and fan_out out * prod(k). */
+typedef enum {
+  KILN_INIT_CONSTANT = 1,   /* a */
+  KILN_INIT_UNIFORM,        /* U(a, b) */
+  KILN_INIT_NORMAL,         /* N(mean a, std b) */
+  KILN_INIT_XAVIER_UNIFORM, /* U(-r, r), r = a sqrt(6 / (fan_in + fan_out)); a is the gain */
+  KILN_INIT_XAVIER_NORMAL,  /* N(0, a sqrt(2 / (fan_in + fan_out))) */
+  KILN_INIT_KAIMING_UNIFORM, /* U(-r, r), r = sqrt(6 / ((1 + a^2) fan_in)); a: leaky slope after (0: ReLU) */
+  KILN_INIT_KAIMING_NORMAL,  /* N(0, sqrt(2 / ((1 + a^2) fan_in))) */
+} kiln_init_kind;
+typedef struct {
+  kiln_init_kind kind;
+  double a, b;
+} kiln_init;
+KILN_API kiln_init kiln_init_constant(double value);
+KILN_API kiln_init kiln_init_uniform(double low, double high);
+KILN_API kiln_init kiln_init_normal(double mean, double stddev);
+KILN_API kiln_init kiln_init_xavier(bool uniform, double gain);
+KILN_API kiln_init kiln_init_kaiming(bool uniform, double negative_slope);
+
+/* Declares parameter name of b: dtype float32 or float64 (any dtype when req
+ * is KILN_GRAD_NULL: state such as running statistics), shape with 0 for a
+ * dim unknown until the first forward fixes it (deferred shape inference),
+ * init NULL for the initialiser kiln_block_initialize gives (layers give
+ * biases zeros), req how its gradient is kept. The data exists once the
+ * shape is known and the block initialised. */
+KILN_API kiln_status kiln_block_add_param(kiln_block *b, const char *name, kiln_dtype dt, int ndim,
+                                          const int64_t *shape, const kiln_init *init, kiln_grad_req req);
+/* Initialises every parameter of b and its children that has none yet (all
+ * of them when force), with its own initialiser or else init (NULL: Xavier
+ * uniform); those whose shape is still unknown are initialised when the
+ * first forward fixes it. Draws from this thread's default generator
+ * (kiln_seed). */
+KILN_API kiln_status kiln_block_initialize(kiln_block *b, const kiln_init *init, bool force);
+/* In a forward function: parameter name's data (borrowed, valid while b
+ * lives), failed when it does not exist or is not initialised. */
+KILN_API kiln_tensor *kiln_block_param(kiln_block *b, const char *name);
+/* The same, giving the shape the input implies: the first call fixes the
+ * unknown dims and initialises the data; every call checks the known dims,
+ * failing with both shapes named. */
+KILN_API kiln_tensor *kiln_block_param_for(kiln_block *b, const char *name, int ndim, const int64_t *shape);
+
+/* Runs b's forward on x (or on n inputs). The result belongs to the open
+ * scope, like an op's. */
+KILN_API kiln_tensor *kiln_block_call(kiln_block *b, kiln_tensor *x);
+KILN_API kiln_tensor *kiln_block_call_n(kiln_block *b, int n, kiln_tensor *const *inputs);
+
+/* Every parameter of b and its children, depth first, own parameters
+ * before children's, named by path ("0.weight", "features.3.bias"); a block
+ * reachable twice is listed once. The names belong to the list, the
+ * tensors are borrowed from the blocks. Fails, naming it, if a parameter
+ * has no data yet (not initialised, or its shape still unknown). */
+typedef struct {
+  int n;
+  char **names;
+  kiln_tensor **tensors;
+} kiln_param_list;
+KILN_API kiln_status kiln_block_collect_params(kiln_block *b, kiln_param_list *out);
+KILN_API void kiln_param_list_free(kiln_param_list *l);
+/* Writes every parameter to a safetensors file under those names
+ * (atomically), and reads them back: every parameter of b must be in the
+ * file with its dtype and shape (a still unknown shape is taken from the
+ * file) and the file must hold nothing else; everything is checked before
+ * any value is written, so a failed load changes nothing. */
+KILN_API kiln_status kiln_block_save_parameters(kiln_block *b, const char *path);
+KILN_API kiln_status kiln_block_load_parameters(kiln_block *b, const char *path);
+/* Converts every float parameter of b and its children (data and declared
+ * dtype) to dt, float32 or float64, as Gluon's Block.cast; do it before a
+ * trainer takes the parameters. */
+KILN_API kiln_status kiln_block_cast(kiln_block *b, kiln_dtype dt);
+/* Prints b's tree, one line per block with its parameters' shapes. */
+KILN_API kiln_status kiln_block_print(kiln_block *b, FILE *out);
+
+/* Layers (Gluon's nn). Activations fuse into Dense and Conv2D. */
+typedef enum {
+  KILN_ACT_NONE = 0,
+  KILN_ACT_RELU,
+  KILN_ACT_SIGMOID,
+  KILN_ACT_TANH,
+  KILN_ACT_SOFTPLUS,
+  KILN_ACT_GELU,
+} kiln_activation;
+/* Calls the children in order, each on the previous one's output. */
+KILN_API kiln_block *kiln_nn_sequential(void);
+/* y = act(x w^T + b), weight [units, in_units], bias [units]. flatten: x is
+ * [N, ...] flattened to [N, in_units]; else the last axis is in_units.
+ * in_units 0: inferred on the first call. */
+typedef struct {
+  int64_t units, in_units;
+  kiln_activation activation;
+  bool use_bias, flatten;
+} kiln_dense_params;
+KILN_API kiln_dense_params kiln_dense_params_default(int64_t units); /* bias, flatten, in_units 0, no activation */
+KILN_API kiln_block *kiln_nn_dense(int64_t units, kiln_activation activation);
+KILN_API kiln_block *kiln_nn_dense_ex(const kiln_dense_params *p);
+/* weight [channels, in_channels / groups, kh, kw], bias [channels]. */
+typedef struct {
+  int64_t channels, in_channels; /* in_channels 0: inferred on the first call */
+  int64_t kernel[2];
+  kiln_conv2d_params conv;
+  kiln_activation activation;
+  bool use_bias;
+} kiln_conv2d_layer_params;
+KILN_API kiln_conv2d_layer_params kiln_conv2d_layer_params_default(int64_t channels, int64_t kh, int64_t kw);
+KILN_API kiln_block *kiln_nn_conv2d(const kiln_conv2d_layer_params *p);
+KILN_API kiln_block *kiln_nn_max_pool2d(const kiln_pool2d_params *p);
+KILN_API kiln_block *kiln_nn_avg_pool2d(const kiln_pool2d_params *p);
+/* [N, C, H, W] -> [N, C, 1, 1]. */
+KILN_API kiln_block *kiln_nn_global_avg_pool2d(void);
+/* [N, ...] -> [N, prod(...)]. */
+KILN_API kiln_block *kiln_nn_flatten(void);
+/* Dropout with probability p while training (kiln_is_training), the
+ * identity otherwise; masks from this thread's default generator. */
+KILN_API kiln_block *kiln_nn_dropout(double p);
+/* Over axis 1: gamma, beta (trained), running_mean, running_var (not);
+ * in training the batch's statistics normalise and the running ones move as
+ * running = momentum running + (1 - momentum) batch; otherwise the running
+ * ones normalise. in_channels 0: inferred. Gluon's defaults: momentum 0.9,
+ * eps 1e-5. */
+KILN_API kiln_block *kiln_nn_batch_norm(int64_t in_channels, double momentum, double eps);
+KILN_API kiln_block *kiln_nn_activation(kiln_activation activation);
+/* act(x), the function the layers use. */
+KILN_API kiln_tensor *kiln_activate(kiln_tensor *x, kiln_activation activation);
+
+/* ---------------------------------------------------------------- training */
+
+/* Learning-rate schedules over the update count t (0 for the first step),
+ * as Gluon's schedulers: STEP multiplies by factor every step_size updates;
+ * COSINE goes from the base rate to final_lr along half a cosine over
+ * total_steps updates and stays there. Both may start with warmup_steps
+ * updates rising linearly from warmup_begin_lr to the base rate. */
+typedef enum { KILN_LR_CONSTANT = 0, KILN_LR_STEP, KILN_LR_COSINE } kiln_lr_schedule_kind;
+typedef struct {
+  kiln_lr_schedule_kind kind;
+  int64_t step_size;   /* STEP */
+  double factor;       /* STEP */
+  int64_t total_steps; /* COSINE: updates until final_lr, warmup included */
+  double final_lr;     /* COSINE */
+  int64_t warmup_steps;
+  double warmup_begin_lr;
+} kiln_lr_schedule;
+/* The rate at update t for base rate base_lr; NAN for an invalid schedule. */
+KILN_API double kiln_lr_schedule_at(const kiln_lr_schedule *s, double base_lr, int64_t t);
+
+/* A trainer steps every parameter of a block that has a gradient (its
+ * parameters are collected at the first step, when their shapes are known),
+ * with the optimiser's rules and the schedule's rate. */
+typedef struct kiln_trainer kiln_trainer;
+KILN_API kiln_trainer *kiln_trainer_new(kiln_block *b, const kiln_optimizer_params *p);
+KILN_API void kiln_trainer_free(kiln_trainer *t);
+/* schedule NULL: the constant base rate. */
+KILN_API kiln_status kiln_trainer_set_schedule(kiln_trainer *t, const kiln_lr_schedule *schedule);
+/* One update, gradients divided by batch_size (1 when the loss is already
+ * the batch mean, as kiln's losses are). */
+KILN_API kiln_status kiln_trainer_step(kiln_trainer *t, double batch_size);
+/* The rate the next step will use. */
+KILN_API double kiln_trainer_lr(const kiln_trainer *t);
+
+/* Metrics accumulate on the engine (no wait per batch); get waits. ACCURACY:
+ * update(scores [N, C] or class ids [N], labels [N] integer). MEAN_LOSS:
+ * update(loss, labels): the mean per sample, a 0-d batch-mean loss weighing
+ * as labels' dim 0 samples (1 when labels is NULL), a loss with N values as
+ * N samples. */
+typedef enum { KILN_METRIC_ACCURACY = 0, KILN_METRIC_MEAN_LOSS } kiln_metric_kind;
+typedef struct kiln_metric kiln_metric;
+KILN_API kiln_metric *kiln_metric_new(kiln_metric_kind kind);
+KILN_API void kiln_metric_free(kiln_metric *m);
+KILN_API kiln_status kiln_metric_update(kiln_metric *m, kiln_tensor *pred, kiln_tensor *labels);
+/* The value so far (NAN before any sample) and the samples counted. */
+KILN_API kiln_status kiln_metric_get(kiln_metric *m, double *value, int64_t *samples);
+KILN_API void kiln_metric_reset(kiln_metric *m);
+
 /* ---------------------------------------------------------------- kernels */
 
 /* Every op has an optimised kernel and a plain reference kernel. Ops created
@@ -591,6 +806,34 @@ KILN_API void kiln_loader_free(kiln_loader *l);
 KILN_API kiln_tensor *kiln_load_npy(const char *path);
 /* Writes atomically (temporary file, flush, rename). */
 KILN_API kiln_status kiln_save_npy(const kiln_tensor *t, const char *path);
+
+/* ---------------------------------------------------------------- safetensors */
+
+/* The safetensors layout (an 8-byte little-endian header length, a JSON
+ * header mapping each name to its dtype, shape and data_offsets, then the
+ * raw little-endian data), which any safetensors reader opens. Dtypes map
+ * F32 F64 I32 I64 U8 BOOL to kiln's. */
+
+/* Writes n tensors under n distinct, non-empty names, atomically (temporary
+ * file, flush, fsync, rename: a reader sees the old file or the new one,
+ * never a part). Tensors may be any layout; their values are waited for, and
+ * a failure they carry is returned without touching path. */
+KILN_API kiln_status kiln_save_safetensors(const char *path, int n, const char *const *names,
+                                           kiln_tensor *const *tensors);
+/* Reads every tensor of a safetensors file, checking every field before use:
+ * the header length against the file, the JSON (strict, bounded depth), each
+ * entry's dtype, shape (element count overflow) and data_offsets (in order,
+ * inside the data, exactly the size dtype and shape give, no overlap, no
+ * gap), duplicate names; "__metadata__" (a string-to-string map) is checked
+ * and skipped. On success *n, *names (n NUL-terminated strings, in the
+ * file's order of data) and *tensors (n contiguous tensors owned by the
+ * caller, in no scope) are set; free them with kiln_named_tensors_free. On
+ * failure they are set to 0 / NULL and the message names the path and what
+ * is wrong (KILN_ERR_IO, KILN_ERR_CORRUPT, KILN_ERR_UNSUPPORTED for a dtype
+ * kiln lacks, KILN_ERR_OVERFLOW). */
+KILN_API kiln_status kiln_load_safetensors(const char *path, int *n, char ***names, kiln_tensor ***tensors);
+/* Frees what kiln_load_safetensors returned (releasing the tensors). */
+KILN_API void kiln_named_tensors_free(int n, char **names, kiln_tensor **tensors);
 
 #ifdef __cplusplus
 }
