@@ -5,7 +5,8 @@
  * accuracy, a progress bar on stderr when it is a terminal, and writes the
  * curve as CSV and as an SVG plot.
  *
- *   train_fashion_mnist [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] */
+ *   train_fashion_mnist [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]
+ *                       [--save FILE.safetensors] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@ typedef struct {
   int epochs;
   int64_t batch, limit;
   double lr;
-  const char *out;
+  const char *out, *save;
 } options;
 
 static double now(void) {
@@ -34,103 +35,58 @@ static int fail(const char *what) {
   return 1;
 }
 
-/* Xavier uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)). */
-static kiln_tensor *xavier(int ndim, const int64_t *shape, int64_t fan_in, int64_t fan_out) {
-  double a = sqrt(6.0 / (double)(fan_in + fan_out));
-  return kiln_random_uniform(NULL, -a, a, KILN_F32, ndim, shape);
-}
-
-static kiln_tensor *dense_weight(int64_t out, int64_t in) { return xavier(2, (int64_t[]){out, in}, in, out); }
-static kiln_tensor *conv_weight(int64_t out, int64_t in, int64_t k) {
-  return xavier(4, (int64_t[]){out, in, k, k}, in * k * k, out * k * k);
-}
-static kiln_tensor *bias(int64_t n) { return kiln_zeros(KILN_F32, 1, (int64_t[]){n}); }
-
-enum { MAX_PARAMS = 10 };
-
-typedef struct {
-  bool lenet;
-  int n;
-  kiln_tensor *p[MAX_PARAMS];
-} model;
-
-static model make_model(bool lenet) {
-  model m = {.lenet = lenet};
-  if (lenet) {
-    kiln_tensor *p[] = {conv_weight(6, 1, 5), bias(6),  conv_weight(16, 6, 5), bias(16), dense_weight(120, 400),
-                        bias(120),            dense_weight(84, 120), bias(84), dense_weight(10, 84), bias(10)};
-    m.n = 10;
-    memcpy(m.p, p, sizeof p);
+/* The models, as Gluon would write them: sizes of the first layers'
+ * inputs are left to the first forward. */
+static kiln_block *make_model(bool lenet) {
+  kiln_block *net = kiln_nn_sequential();
+  if (!lenet) {
+    kiln_block_add_child(net, NULL, kiln_nn_dense(256, KILN_ACT_RELU));
+    kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE));
   } else {
-    kiln_tensor *p[] = {dense_weight(256, 784), bias(256), dense_weight(10, 256), bias(10)};
-    m.n = 4;
-    memcpy(m.p, p, sizeof p);
+    kiln_conv2d_layer_params c1 = kiln_conv2d_layer_params_default(6, 5, 5), c2 = kiln_conv2d_layer_params_default(16, 5, 5);
+    c1.conv.padding[0] = c1.conv.padding[1] = 2;
+    c1.activation = c2.activation = KILN_ACT_RELU;
+    kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
+    kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c1));       /* [B, 6, 28, 28] */
+    kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool)); /* [B, 6, 14, 14] */
+    kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c2));       /* [B, 16, 10, 10] */
+    kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool)); /* [B, 16, 5, 5] */
+    kiln_block_add_child(net, NULL, kiln_nn_dense(120, KILN_ACT_RELU));
+    kiln_block_add_child(net, NULL, kiln_nn_dense(84, KILN_ACT_RELU));
+    kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE));
   }
-  return m;
+  return net;
 }
 
-/* x: [B, 1, 28, 28] -> logits [B, 10]. */
-static kiln_tensor *forward(const model *m, kiln_tensor *x) {
-  int64_t b = kiln_tensor_dim(x, 0);
-  kiln_tensor *const *p = m->p;
-  if (!m->lenet) {
-    kiln_tensor *flat = kiln_reshape(x, 2, (int64_t[]){b, 784});
-    return kiln_linear(kiln_relu(kiln_linear(flat, p[0], p[1])), p[2], p[3]);
-  }
-  kiln_conv2d_params pad2 = kiln_conv2d_params_default();
-  pad2.padding[0] = pad2.padding[1] = 2;
-  kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
-  kiln_tensor *h = kiln_max_pool2d(kiln_relu(kiln_conv2d(x, p[0], p[1], &pad2)), &pool); /* [B, 6, 14, 14] */
-  h = kiln_max_pool2d(kiln_relu(kiln_conv2d(h, p[2], p[3], NULL)), &pool);             /* [B, 16, 5, 5] */
-  h = kiln_reshape(h, 2, (int64_t[]){b, 400});
-  h = kiln_relu(kiln_linear(h, p[4], p[5]));
-  h = kiln_relu(kiln_linear(h, p[6], p[7]));
-  return kiln_linear(h, p[8], p[9]);
-}
-
-/* Correct predictions in a batch, as a float32 scalar tensor. */
-static kiln_tensor *correct(kiln_tensor *logits, kiln_tensor *y) {
-  return kiln_sum(kiln_cast(kiln_equal(kiln_argmax(logits, 1, false), y), KILN_F32), 0, NULL, false);
-}
-
-/* acc += t, keeping acc outside the current scope. */
-static void accumulate(kiln_tensor **acc, kiln_tensor *t) {
-  kiln_tensor *sum = kiln_keep(kiln_add(*acc, t));
-  kiln_tensor_release(*acc);
-  *acc = sum;
-}
-
-static double value(kiln_tensor *t) {
+static double metric_value(kiln_metric *m) {
   double v = NAN;
-  kiln_tensor_item(t, &v);
+  kiln_metric_get(m, &v, NULL);
   return v;
 }
 
-static void progress(int epoch, int64_t done, int64_t total, int64_t samples, double seconds, kiln_tensor *loss_sum,
-                     kiln_tensor *right) {
+static void progress(int epoch, int64_t done, int64_t total, int64_t samples, double seconds, kiln_metric *loss,
+                     kiln_metric *acc) {
   int width = 30, fill = total ? (int)(width * done / total) : width;
   fprintf(stderr, "\repoch %d [", epoch);
   for (int i = 0; i < width; i++) fputc(i < fill ? '=' : i == fill ? '>' : ' ', stderr);
   fprintf(stderr, "] %lld/%lld  %.0f samples/s  loss %.4f  acc %.4f ", (long long)done, (long long)total,
-          (double)samples / (seconds > 0 ? seconds : 1), value(loss_sum) / (double)(done ? done : 1),
-          value(right) / (double)(samples ? samples : 1));
+          (double)samples / (seconds > 0 ? seconds : 1), metric_value(loss), metric_value(acc));
 }
 
-static double evaluate(const model *m, kiln_loader *test) {
-  kiln_tensor *right = kiln_zeros(KILN_F32, 0, NULL), *x, *y;
-  int64_t n = 0;
+static double evaluate(kiln_block *net, kiln_loader *test) {
+  kiln_metric *acc = kiln_metric_new(KILN_METRIC_ACCURACY);
+  kiln_tensor *x, *y;
   kiln_loader_reset(test);
   while (kiln_loader_next(test, &x, &y) == KILN_OK) {
     kiln_scope_begin();
-    n += kiln_tensor_dim(y, 0);
-    accumulate(&right, correct(forward(m, x), y));
+    kiln_metric_update(acc, kiln_block_call(net, x), y);
     kiln_tensor_release(x);
     kiln_tensor_release(y);
     kiln_scope_end();
   }
-  double acc = value(right) / (double)(n ? n : 1);
-  kiln_tensor_release(right);
-  return acc;
+  double v = metric_value(acc);
+  kiln_metric_free(acc);
+  return v;
 }
 
 static void write_plot(const char *prefix, int epochs, const double (*curve)[3]) {
@@ -176,7 +132,7 @@ static void write_plot(const char *prefix, int epochs, const double (*curve)[3])
 }
 
 int main(int argc, char **argv) {
-  options o = {false, 3, 256, 0, -1, NULL};
+  options o = {false, 3, 256, 0, -1, NULL, NULL};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--model") && i + 1 < argc) {
       const char *name = argv[++i];
@@ -190,8 +146,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--lr") && i + 1 < argc) o.lr = atof(argv[++i]);
     else if (!strcmp(argv[i], "--limit") && i + 1 < argc) o.limit = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--out") && i + 1 < argc) o.out = argv[++i];
+    else if (!strcmp(argv[i], "--save") && i + 1 < argc) o.save = argv[++i];
     else {
-      fprintf(stderr, "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]\n",
+      fprintf(stderr, "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] [--save FILE]\n",
               argv[0]);
       return 2;
     }
@@ -216,63 +173,69 @@ int main(int argc, char **argv) {
   kiln_loader *test = kiln_loader_new(test_x, test_y, 1000, false, 0, KILN_LAST_BATCH_KEEP);
   if (!train || !test) return fail("loader");
 
-  model m = make_model(o.lenet);
-  for (int i = 0; i < m.n; i++)
-    if (kiln_attach_grad(m.p[i], KILN_GRAD_WRITE) != KILN_OK) return fail("attach_grad");
+  kiln_block *net = make_model(o.lenet);
+  if (kiln_block_initialize(net, NULL, false) != KILN_OK) return fail("model"); /* Xavier uniform */
   kiln_optimizer_params op = kiln_optimizer_params_default(KILN_OPT_SGD);
   op.lr = o.lr;
-  kiln_optimizer *sgd = kiln_optimizer_new(&op, m.n, m.p);
-  if (!sgd) return fail("optimizer");
+  kiln_trainer *trainer = kiln_trainer_new(net, &op);
+  kiln_metric *loss_metric = kiln_metric_new(KILN_METRIC_MEAN_LOSS), *acc_metric = kiln_metric_new(KILN_METRIC_ACCURACY);
+  if (!trainer || !loss_metric || !acc_metric) return fail("trainer");
 
   bool tty = isatty(2);
   double(*curve)[3] = calloc((size_t)o.epochs, sizeof *curve);
   printf("%s, SGD lr %g, batch %lld, %lld training samples\n", o.lenet ? "LeNet" : "MLP 784-256-10", o.lr,
-         (long long)o.batch,
-         (long long)kiln_tensor_dim(train_x, 0));
+         (long long)o.batch, (long long)kiln_tensor_dim(train_x, 0));
   printf("%5s %10s %10s %10s %9s %12s\n", "epoch", "loss", "train acc", "test acc", "seconds", "samples/s");
   for (int epoch = 1; epoch <= o.epochs; epoch++) {
     if (epoch > 1) kiln_loader_reset(train);
-    kiln_tensor *loss_sum = kiln_zeros(KILN_F32, 0, NULL), *right = kiln_zeros(KILN_F32, 0, NULL), *x, *y;
+    kiln_metric_reset(loss_metric);
+    kiln_metric_reset(acc_metric);
+    kiln_tensor *x, *y;
     int64_t batches = kiln_loader_num_batches(train), done = 0, samples = 0;
     double t0 = now();
     kiln_status st;
     while ((st = kiln_loader_next(train, &x, &y)) == KILN_OK) {
       kiln_scope_begin();
       kiln_record_begin(true);
-      kiln_tensor *logits = forward(&m, x);
+      kiln_tensor *logits = kiln_block_call(net, x);
       kiln_tensor *loss = kiln_softmax_cross_entropy(logits, y);
       kiln_record_end();
       if (kiln_backward(loss, NULL, false) != KILN_OK) return fail("backward");
-      kiln_optimizer_step(sgd, 1); /* the loss is already the batch mean */
-      accumulate(&loss_sum, loss);
-      accumulate(&right, correct(logits, y));
+      kiln_trainer_step(trainer, 1); /* the loss is already the batch mean */
+      kiln_metric_update(loss_metric, loss, y);
+      kiln_metric_update(acc_metric, logits, y);
       samples += kiln_tensor_dim(y, 0);
       kiln_tensor_release(x);
       kiln_tensor_release(y);
       kiln_scope_end();
       done++;
-      if (tty && (done % 20 == 0 || done == batches)) progress(epoch, done, batches, samples, now() - t0, loss_sum, right);
+      if (tty && (done % 20 == 0 || done == batches))
+        progress(epoch, done, batches, samples, now() - t0, loss_metric, acc_metric);
     }
     if (st != KILN_ERR_OUT_OF_RANGE) return fail("loader");
-    double train_loss = value(loss_sum) / (double)(done ? done : 1), train_acc = value(right) / (double)samples;
+    double train_loss = metric_value(loss_metric), train_acc = metric_value(acc_metric);
     double seconds = now() - t0;
     if (kiln_waitall() != KILN_OK) return fail("training");
-    double test_acc = evaluate(&m, test);
+    double test_acc = evaluate(net, test);
     if (tty) fprintf(stderr, "\r%*s\r", 100, "");
     printf("%5d %10.4f %10.4f %10.4f %9.2f %12.0f\n", epoch, train_loss, train_acc, test_acc, seconds,
            (double)samples / seconds);
     fflush(stdout);
     curve[epoch - 1][0] = train_loss, curve[epoch - 1][1] = train_acc, curve[epoch - 1][2] = test_acc;
-    kiln_tensor_release(loss_sum);
-    kiln_tensor_release(right);
   }
   write_plot(o.out, o.epochs, curve);
   printf("curve: %s.csv, %s.svg\n", o.out, o.out);
+  if (o.save) {
+    if (kiln_block_save_parameters(net, o.save) != KILN_OK) return fail("saving the parameters");
+    printf("parameters: %s\n", o.save);
+  }
   free(curve);
-  kiln_optimizer_free(sgd);
+  kiln_metric_free(loss_metric);
+  kiln_metric_free(acc_metric);
+  kiln_trainer_free(trainer);
+  kiln_block_release(net);
   kiln_loader_free(train);
   kiln_loader_free(test);
-  for (int i = 0; i < m.n; i++) kiln_tensor_release(m.p[i]);
   kiln_tensor_release(train_x);
   kiln_tensor_release(train_y);
   kiln_tensor_release(test_x);

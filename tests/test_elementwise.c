@@ -133,11 +133,11 @@ static void assert_shape_is(const kiln_tensor *t, int nd, const int64_t *shape) 
 
 typedef enum {
   U_NEG, U_ABS, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_SQUARE, U_SIN, U_COS, U_TANH, U_SIGMOID, U_RELU, U_LEAKY,
-  U_GELU, U_SOFTPLUS, U_SIGN, U_FLOOR, U_CEIL, U_ROUND, U_CLIP, U_NOT, U_COUNT
+  U_GELU, U_SOFTPLUS, U_SIGN, U_FLOOR, U_CEIL, U_ROUND, U_CLIP, U_NOT, U_ERF, U_COUNT
 } unary_id;
 static const char *const unary_names[U_COUNT] = {
     "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "sin", "cos", "tanh", "sigmoid",
-    "relu", "leaky_relu", "gelu", "softplus", "sign", "floor", "ceil", "round", "clip", "logical_not"};
+    "relu", "leaky_relu", "gelu", "softplus", "sign", "floor", "ceil", "round", "clip", "logical_not", "erf"};
 
 #define LEAKY_SLOPE 0.1
 #define CLIP_LO (-0.5)
@@ -165,6 +165,7 @@ static kiln_tensor *apply_unary(unary_id op, kiln_tensor *x) {
   case U_CEIL: return kiln_ceil(x);
   case U_ROUND: return kiln_round(x);
   case U_CLIP: return kiln_clip(x, CLIP_LO, CLIP_HI);
+  case U_ERF: return kiln_erf(x);
   default: return kiln_logical_not(x);
   }
 }
@@ -200,6 +201,7 @@ static double unary_expect(unary_id op, double v) {
   case U_CEIL: return ceil(v);
   case U_ROUND: return round_half_even(v);
   case U_CLIP: return isnan(v) ? v : v < CLIP_LO ? CLIP_LO : v > CLIP_HI ? CLIP_HI : v;
+  case U_ERF: return erf(v);
   default: return v == 0;
   }
 }

@@ -322,24 +322,32 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
     bool any = false;
     for (int o = 0; o < n->n_out; o++) any = any || n->grad[o];
     if (!any) continue;
-    for (int o = 0; o < n->n_out; o++)
-      if (!n->grad[o]) n->grad[o] = kiln_zeros(n->out[o]->dtype, n->out[o]->ndim, n->out[o]->shape);
     enum { LOCAL = 16 };
-    bool need[LOCAL];
+    bool need[LOCAL], reached[LOCAL];
     kiln_tensor *in_grad[LOCAL];
-    bool big = n->n_in > (int)(sizeof need / sizeof need[0]);
+    bool big = n->n_in > LOCAL || n->n_out > LOCAL;
     bool *needp = big ? kiln_calloc((size_t)n->n_in, sizeof(bool)) : need;
+    bool *reachedp = big ? kiln_calloc((size_t)n->n_out, sizeof(bool)) : reached;
     kiln_tensor **gp = big ? kiln_calloc((size_t)n->n_in, sizeof(kiln_tensor *)) : in_grad;
-    if (!needp || !gp) {
+    if (!needp || !reachedp || !gp) {
       st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_backward: out of memory");
+      if (big) {
+        kiln_free(needp);
+        kiln_free(reachedp);
+        kiln_free(gp);
+      }
       break;
+    }
+    for (int o = 0; o < n->n_out; o++) {
+      reachedp[o] = n->grad[o] != NULL;
+      if (!n->grad[o]) n->grad[o] = kiln_zeros(n->out[o]->dtype, n->out[o]->ndim, n->out[o]->shape);
     }
     for (int i = 0; i < n->n_in; i++) {
       ag_entry *e = n->in[i]->ag;
       needp[i] = e && (e->node || e->req != KILN_GRAD_NULL);
       gp[i] = NULL;
     }
-    kiln_grad_call call = {def, n->attrs, n->n_in, n->n_out, n->in, n->out, n->grad, needp, gp};
+    kiln_grad_call call = {def, n->attrs, n->n_in, n->n_out, n->in, n->out, n->grad, reachedp, needp, gp};
     st = fn(&call);
     for (int i = 0; st == KILN_OK && i < n->n_in; i++) {
       if (!needp[i]) continue;
@@ -357,6 +365,7 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
     }
     if (big) {
       kiln_free(needp);
+      kiln_free(reachedp);
       kiln_free(gp);
     }
   }

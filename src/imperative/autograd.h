@@ -9,7 +9,9 @@
 #include "tensor/tensor.h"
 
 /* What a gradient function gets: the op's saved inputs and outputs, the
- * gradient of each output (never NULL), which inputs need a gradient; it
+ * gradient of each output (never NULL: zeros for an output no path from
+ * the head reached, which out_reached says, so a function may skip its
+ * terms), which inputs need a gradient; it
  * sets in_grad[i] (shaped like input i) for those, with tensors that belong
  * to the caller's scope (backward runs in one). */
 typedef struct {
@@ -19,6 +21,7 @@ typedef struct {
   kiln_tensor *const *in;
   kiln_tensor *const *out;
   kiln_tensor *const *out_grad;
+  const bool *out_reached;
   const bool *need;
   kiln_tensor **in_grad;
 } kiln_grad_call;

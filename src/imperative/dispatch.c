@@ -249,3 +249,39 @@ kiln_tensor *kiln_dispatch1(kiln_op_id id, int n_in, kiln_tensor *const *in, con
   kiln_dispatch(id, n_in, in, attrs, 1, &out);
   return out;
 }
+
+/* ------------------------------------------------------------ in place */
+
+kiln_status kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
+  if (!dst || !src) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_assign: %s is NULL", dst ? "src" : "dst");
+  if (tensor_failed(dst)) return kiln_errorf(dst->status, "kiln_assign: dst: %s", dst->error);
+  if (tensor_failed(src)) return kiln_errorf(src->status, "kiln_assign: src: %s", src->error);
+  if (src->dtype != dst->dtype)
+    return kiln_errorf(KILN_ERR_DTYPE, "kiln_assign: src is %s, dst %s (cast first)", kiln_dtype_name(src->dtype),
+                       kiln_dtype_name(dst->dtype));
+  /* The engine orders work by variable; a push that reads and writes the
+   * same one would wait on itself, so an aliasing source is copied first. */
+  kiln_tensor *from = NULL;
+  kiln_attr_value a[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_BROADCAST_TO, a);
+  kiln_attr_set_ints(&a[0], dst->ndim, dst->shape);
+  kiln_status st = kiln_dispatch_owned(KILN_OP_BROADCAST_TO, 1, &src, a, 1, &from);
+  if (st == KILN_OK && from->storage == dst->storage) {
+    kiln_tensor *copy;
+    st = kiln_dispatch_owned(KILN_OP_COPY, 1, &from, NULL, 1, &copy);
+    kiln_tensor_release(from);
+    from = copy;
+  }
+  if (st != KILN_OK) {
+    kiln_tensor_release(from);
+    return kiln_errorf(st, "kiln_assign: %s", kiln_last_error());
+  }
+  kiln_op_call c = {.def = kiln_op_get(KILN_OP_COPY), .n_in = 1, .n_out = 1, .reference = use_reference,
+                    .options = kk_options()};
+  kk_view vin = tensor_view_of(from), vout = tensor_view_of(dst);
+  c.in = &vin;
+  c.out = &vout;
+  st = push_kernel(&c, &from, &dst);
+  kiln_tensor_release(from);
+  return st;
+}

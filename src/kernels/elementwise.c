@@ -205,6 +205,7 @@ typedef struct {
   case KK_FLOOR: UNARY_LOOP(T, floor(v)); break;                                                       \
   case KK_CEIL: UNARY_LOOP(T, ceil(v)); break;                                                         \
   case KK_ROUND: UNARY_LOOP(T, nearbyint(v)); break;                                                   \
+  case KK_ERF: UNARY_LOOP(T, erf(v)); break;                                                           \
   case KK_CLIP: UNARY_LOOP(T, v < pa ? pa : v > pb ? pb : v); break;                                   \
   default: break;                                                                                      \
   }
@@ -293,6 +294,7 @@ static double unary_ref_f64(kk_unary_op op, double v, double a, double b) {
   case KK_LEAKY_RELU: return isnan(v) ? v : v >= 0 ? v : a * v;
   case KK_GELU: return v * 0.5 * erfc(-v / sqrt(2.0));
   case KK_SOFTPLUS: return v > 30 ? v : log1p(exp(v));
+  case KK_ERF: return erf(v);
   case KK_SIGN: return isnan(v) ? v : v > 0 ? 1.0 : v < 0 ? -1.0 : 0.0;
   case KK_FLOOR: return floor(v);
   case KK_CEIL: return ceil(v);

@@ -82,6 +82,14 @@ static kiln_status grad_unary(kiln_grad_call *c) {
     break;
   }
   case KK_SOFTPLUS: r = kiln_mul(g, kiln_sigmoid(x)); break;
+  case KK_ERF: r = kiln_mul(g, kiln_mul_scalar(kiln_exp(kiln_mul_scalar(kiln_square(x), -1)), 1.1283791670955126)); break;
+  case KK_GELU: {
+    /* gelu = x Phi(x): Phi(x) + x phi(x), Phi = (1 + erf(x / sqrt 2)) / 2, phi = exp(-x^2 / 2) / sqrt(2 pi). */
+    kiln_tensor *cdf = kiln_mul_scalar(kiln_add_scalar(kiln_erf(kiln_mul_scalar(x, 0.70710678118654752)), 1), 0.5);
+    kiln_tensor *pdf = kiln_mul_scalar(kiln_exp(kiln_mul_scalar(kiln_square(x), -0.5)), 0.3989422804014327);
+    r = kiln_mul(g, kiln_add(cdf, kiln_mul(x, pdf)));
+    break;
+  }
   case KK_CLIP: r = kiln_mul(g, as_mask(kiln_equal(x, y), g->dtype)); break;
   case KK_SIGN: case KK_FLOOR: case KK_CEIL: case KK_ROUND: r = kiln_zeros(g->dtype, g->ndim, g->shape); break;
   default: return kiln_errorf(KILN_ERR_UNSUPPORTED, "%s has no gradient", c->def->name);
@@ -310,6 +318,64 @@ static kiln_status grad_dropout(kiln_grad_call *c) {
   return KILN_OK;
 }
 
+/* batch_norm with given statistics is affine in x per channel: y = gamma
+ * (x - mean) rstd + beta, rstd = (var + eps)^-1/2. */
+static kiln_status grad_batch_norm(kiln_grad_call *c) {
+  kiln_tensor *x = X, *g = G;
+  int axes[KILN_MAX_DIMS], n = 0;
+  int64_t per_channel[KILN_MAX_DIMS];
+  for (int d = 0; d < x->ndim; d++) {
+    per_channel[d] = d == 1 ? x->shape[1] : 1;
+    if (d != 1) axes[n++] = d;
+  }
+  kiln_tensor *gamma = kiln_reshape(c->in[1], x->ndim, per_channel);
+  kiln_tensor *mean = kiln_reshape(c->in[3], x->ndim, per_channel);
+  kiln_tensor *rstd = kiln_rsqrt(kiln_add_scalar(kiln_reshape(c->in[4], x->ndim, per_channel), c->attrs[0].f));
+  kiln_tensor *centred = kiln_sub(x, mean), *g_scaled = kiln_mul(g, kiln_mul(gamma, rstd));
+  const int64_t *ch = &x->shape[1];
+  if (NEED(0)) c->in_grad[0] = g_scaled;
+  if (NEED(1)) c->in_grad[1] = kiln_reshape(kiln_sum(kiln_mul(g, kiln_mul(centred, rstd)), n, axes, true), 1, ch);
+  if (NEED(2)) c->in_grad[2] = kiln_reshape(kiln_sum(g, n, axes, true), 1, ch);
+  if (NEED(3)) c->in_grad[3] = kiln_reshape(kiln_neg(kiln_sum(g_scaled, n, axes, true)), 1, ch);
+  if (NEED(4)) {
+    kiln_tensor *d = kiln_mul(g_scaled, kiln_mul_scalar(kiln_mul(centred, kiln_square(rstd)), -0.5));
+    c->in_grad[4] = kiln_reshape(kiln_sum(d, n, axes, true), 1, ch);
+  }
+  return KILN_OK;
+}
+
+/* batch_norm_train over M = N * spatial elements per channel, with xhat =
+ * (x - mean) rstd: dbeta = sum g, dgamma = sum g xhat, and
+ * dx = gamma rstd / M (M g - dbeta - xhat dgamma), plus the terms of the
+ * mean and variance outputs when a path reached them (d mean = 1 / M,
+ * d var = 2 (x - mean) / (M - 1): the variance output is unbiased). */
+static kiln_status grad_batch_norm_train(kiln_grad_call *c) {
+  kiln_tensor *x = X, *gamma = c->in[1], *g = G;
+  int axes[KILN_MAX_DIMS], n = 0;
+  int64_t per_channel[KILN_MAX_DIMS];
+  for (int d = 0; d < x->ndim; d++) {
+    per_channel[d] = d == 1 ? x->shape[1] : 1;
+    if (d != 1) axes[n++] = d;
+  }
+  double m = x->shape[1] ? (double)kiln_tensor_numel(x) / (double)x->shape[1] : 0;
+  kiln_tensor *mean = kiln_reshape(c->out[1], x->ndim, per_channel);
+  kiln_tensor *biased = kiln_mul_scalar(kiln_reshape(c->out[2], x->ndim, per_channel), m > 1 ? (m - 1) / m : 0);
+  kiln_tensor *rstd = kiln_rsqrt(kiln_add_scalar(biased, c->attrs[0].f));
+  kiln_tensor *centred = kiln_sub(x, mean), *xhat = kiln_mul(centred, rstd);
+  kiln_tensor *dbeta = kiln_sum(g, n, axes, true), *dgamma = kiln_sum(kiln_mul(g, xhat), n, axes, true);
+  if (NEED(0)) {
+    kiln_tensor *scale = kiln_mul_scalar(kiln_mul(kiln_reshape(gamma, x->ndim, per_channel), rstd), m > 0 ? 1 / m : 0);
+    kiln_tensor *dx = kiln_mul(scale, kiln_sub(kiln_sub(kiln_mul_scalar(g, m), dbeta), kiln_mul(xhat, dgamma)));
+    if (c->out_reached[1]) dx = kiln_add(dx, kiln_mul_scalar(kiln_reshape(c->out_grad[1], x->ndim, per_channel), 1 / m));
+    if (c->out_reached[2] && m > 1)
+      dx = kiln_add(dx, kiln_mul(kiln_reshape(c->out_grad[2], x->ndim, per_channel), kiln_mul_scalar(centred, 2 / (m - 1))));
+    c->in_grad[0] = dx;
+  }
+  if (NEED(1)) c->in_grad[1] = kiln_reshape(dgamma, 1, &x->shape[1]);
+  if (NEED(2)) c->in_grad[2] = kiln_reshape(dbeta, 1, &x->shape[1]);
+  return KILN_OK;
+}
+
 /* ------------------------------------------------------------ the table */
 
 static kiln_grad_fn grads[KILN_OP_COUNT];
@@ -318,7 +384,8 @@ static void fill_table(void) {
   static const kiln_op_id unary[] = {KILN_OP_NEG,     KILN_OP_ABS,   KILN_OP_EXP,        KILN_OP_LOG,  KILN_OP_SQRT,
                                      KILN_OP_RSQRT,   KILN_OP_SQUARE, KILN_OP_SIN,       KILN_OP_COS,  KILN_OP_TANH,
                                      KILN_OP_SIGMOID, KILN_OP_RELU,  KILN_OP_LEAKY_RELU, KILN_OP_SOFTPLUS,
-                                     KILN_OP_CLIP,    KILN_OP_SIGN,  KILN_OP_FLOOR,      KILN_OP_CEIL, KILN_OP_ROUND};
+                                     KILN_OP_CLIP,    KILN_OP_SIGN,  KILN_OP_FLOOR,      KILN_OP_CEIL, KILN_OP_ROUND,
+                                     KILN_OP_GELU,    KILN_OP_ERF};
   for (size_t i = 0; i < sizeof unary / sizeof *unary; i++) grads[unary[i]] = grad_unary;
   static const kiln_op_id binary[] = {KILN_OP_ADD, KILN_OP_SUB, KILN_OP_MUL, KILN_OP_DIV, KILN_OP_POW,
                                       KILN_OP_MAXIMUM, KILN_OP_MINIMUM};
@@ -350,6 +417,8 @@ static void fill_table(void) {
   grads[KILN_OP_MAX_POOL2D] = grad_pool2d;
   grads[KILN_OP_AVG_POOL2D] = grad_pool2d;
   grads[KILN_OP_DROPOUT] = grad_dropout;
+  grads[KILN_OP_BATCH_NORM] = grad_batch_norm;
+  grads[KILN_OP_BATCH_NORM_TRAIN] = grad_batch_norm_train;
 }
 
 kiln_grad_fn kiln_op_grad(kiln_op_id id) {

@@ -101,4 +101,6 @@
   X(CONV2D_BACKWARD_DATA, conv2d_backward_data, nn)       \
   X(CONV2D_BACKWARD_WEIGHT, conv2d_backward_weight, nn)   \
   X(MAX_POOL2D_BACKWARD, max_pool2d_backward, nn)         \
-  X(AVG_POOL2D_BACKWARD, avg_pool2d_backward, nn)
+  X(AVG_POOL2D_BACKWARD, avg_pool2d_backward, nn)         \
+  /* appended after the first release of the list */     \
+  X(ERF, erf, unary)

@@ -59,6 +59,7 @@ UNARY_PLAIN(floor, FLOOR)
 UNARY_PLAIN(ceil, CEIL)
 UNARY_PLAIN(round, ROUND)
 UNARY_PLAIN(logical_not, LOGICAL_NOT)
+UNARY_PLAIN(erf, ERF)
 
 UNARY_DEF(leaky_relu, KK_LEAKY_RELU, leaky_attrs, KILN_COUNTOF(leaky_attrs))
 UNARY_DEF(clip, KK_CLIP, clip_attrs, KILN_COUNTOF(clip_attrs))
