@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imperative/autograd.h"
+#include "imperative/dispatch.h"
+#include "ops/nn_grad.h"
 #include "testutil.h"
 
 
@@ -62,6 +65,11 @@ UNARY_CASE(f_broadcast, kiln_broadcast_to(in[0], 3, (int64_t[]){2, 3, 4}))
 UNARY_CASE(f_squeeze, kiln_squeeze(in[0], 1))
 UNARY_CASE(f_expand, kiln_expand_dims(in[0], -1))
 UNARY_CASE(f_slice, kiln_slice(in[0], 1, 1, 3, 1))
+UNARY_CASE(f_slice_step, kiln_slice(in[0], 1, 0, KILN_END, 2))
+UNARY_CASE(f_slice_back, kiln_slice(in[0], 1, -1, KILN_END, -3))
+UNARY_CASE(f_prod, kiln_prod(in[0], 1, (int[]){1}, false))
+UNARY_CASE(f_prod_all, kiln_prod(in[0], 0, NULL, true))
+UNARY_CASE(f_stack, kiln_stack(2, (kiln_tensor *const[]){in[0], kiln_square(in[0])}, 1))
 UNARY_CASE(f_copy, kiln_copy(kiln_transpose(in[0], 0, 1)))
 UNARY_CASE(f_concat, kiln_concat(2, (kiln_tensor *const[]){in[0], in[1]}, 1))
 UNARY_CASE(f_pad, kiln_pad(in[0], 4, (int64_t[]){1, 0, 2, 1}, 0.5))
@@ -97,7 +105,8 @@ static void unary_ops(void **state) {
       {"logsumexp", f_lse, -2, 2},    {"var ddof 1", f_var, -2, 2},  {"reshape", f_reshape, -2, 2},
       {"transpose", f_transpose, -2, 2}, {"slice", f_slice, -2, 2},   {"copy", f_copy, -2, 2},
       {"pad", f_pad, -2, 2},          {"softmax", f_softmax, -2, 2}, {"log_softmax", f_log_softmax, -2, 2},
-      {"split", f_split, -2, 2},
+      {"split", f_split, -2, 2},      {"slice step 2", f_slice_step, -2, 2}, {"slice step -3", f_slice_back, -2, 2},
+      {"prod", f_prod, -2, 2},        {"prod (all)", f_prod_all, 0.5, 1.5}, {"stack", f_stack, -2, 2},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     /* Values away from kinks (relu, abs, clip at their corners) so the
@@ -105,6 +114,56 @@ static void unary_ops(void **state) {
     kiln_tensor *in[1] = {tu_random_f64(3, (int64_t[]){2, 4, 3}, 100 + i, cases[i].lo, cases[i].hi)};
     tu_check_gradients(cases[i].name, cases[i].f, 1, in);
     tu_release_n(1, in);
+  }
+}
+
+/* Products with zeros in the reduced set: one zero (the others' product
+ * goes to it alone) and two (every gradient is zero). The product is
+ * multilinear, so central differences are exact at zeros too. */
+static kiln_tensor *f_prod_rows(kiln_tensor **in) { return kiln_prod(in[0], 1, (int[]){1}, false); }
+
+/* take with repeated and negative indices (their gradients add up), and
+ * gather with an index smaller than x on the other dim. */
+static kiln_tensor *f_take(kiln_tensor **in) {
+  kiln_tensor *idx = kiln_from_data(KILN_I64, 2, (int64_t[]){2, 2}, (int64_t[]){2, -1, 0, 2});
+  return kiln_take(in[0], idx, 1);
+}
+static kiln_tensor *f_gather(kiln_tensor **in) {
+  kiln_tensor *idx = kiln_from_data(KILN_I32, 2, (int64_t[]){2, 3}, (int32_t[]){3, 0, 3, -1, 1, 1});
+  return kiln_gather(in[0], 1, idx);
+}
+
+static void indexing_gradients(void **state) {
+  (void)state;
+  kiln_tensor *z[1] = {kiln_from_data(KILN_F64, 2, (int64_t[]){3, 3}, (double[]){1.5, 0, -2, 0, 3, 0, 0.5, 2, -1})};
+  tu_check_gradients("prod with zeros", f_prod_rows, 1, z);
+  tu_release_n(1, z);
+  kiln_tensor *t[1] = {tu_random_f64(3, (int64_t[]){2, 4, 3}, 410, -2, 2)};
+  tu_check_gradients("take", f_take, 1, t);
+  tu_release_n(1, t);
+  kiln_tensor *g[1] = {tu_random_f64(2, (int64_t[]){3, 5}, 411, -2, 2)};
+  tu_check_gradients("gather", f_gather, 1, g);
+  tu_release_n(1, g);
+}
+
+/* Every op of the registry has a gradient except those that are not
+ * differentiable (integer or boolean results, creation from nothing) and
+ * the gradient ops themselves; a new op must join one list or the other. */
+static void every_differentiable_op_has_a_gradient(void **state) {
+  (void)state;
+  static const kiln_op_id without[] = {
+      KILN_OP_FULL,          KILN_OP_ARANGE,        KILN_OP_LINSPACE,           KILN_OP_EYE,
+      KILN_OP_RANDOM_UNIFORM, KILN_OP_RANDOM_NORMAL, KILN_OP_RANDOM_BERNOULLI,  KILN_OP_LOGICAL_NOT,
+      KILN_OP_EQUAL,         KILN_OP_NOT_EQUAL,     KILN_OP_LESS,               KILN_OP_LESS_EQUAL,
+      KILN_OP_GREATER,       KILN_OP_GREATER_EQUAL, KILN_OP_LOGICAL_AND,        KILN_OP_LOGICAL_OR,
+      KILN_OP_ARGMAX,        KILN_OP_ARGMIN,        KILN_OP_ONE_HOT,            KILN_OP_CONV2D_BACKWARD_DATA,
+      KILN_OP_CONV2D_BACKWARD_WEIGHT, KILN_OP_MAX_POOL2D_BACKWARD, KILN_OP_AVG_POOL2D_BACKWARD};
+  for (int id = 0; id < KILN_OP_COUNT; id++) {
+    bool exempt = false;
+    for (size_t k = 0; k < sizeof without / sizeof *without; k++) exempt = exempt || without[k] == (kiln_op_id)id;
+    if (exempt != (kiln_op_grad((kiln_op_id)id) == NULL))
+      fprintf(stderr, "%s: %s\n", kiln_op_get((kiln_op_id)id)->name, exempt ? "has a gradient but is listed as without" : "has no gradient");
+    assert_true(exempt == (kiln_op_grad((kiln_op_id)id) == NULL));
   }
 }
 
@@ -267,7 +326,13 @@ static void errors(void **state) {
   kiln_scope_begin();
   kiln_record_begin(true);
   kiln_tensor *y = kiln_exp(x);
-  kiln_tensor *g = kiln_prod(x, 0, NULL, false); /* no gradient yet */
+  /* Every public differentiable op has a gradient; the gradient ops
+   * themselves have none (no second derivatives of pooling yet). */
+  kiln_attr_value pool[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_MAX_POOL2D, pool);
+  kiln_attr_set_ints(&pool[0], 2, (int64_t[]){1, 1});
+  kiln_tensor *x4 = kiln_reshape(x, 4, (int64_t[]){1, 1, 1, 2});
+  kiln_tensor *g = kiln_sum(nn_pool2d_backward(KILN_OP_MAX_POOL2D, x4, x4, pool), 0, NULL, false);
   kiln_record_end();
   assert_int_equal(kiln_backward(y, NULL, false), KILN_ERR_SHAPE); /* 2 elements, no head gradient */
   assert_non_null(strstr(kiln_last_error(), "head gradient"));
@@ -277,7 +342,7 @@ static void errors(void **state) {
   kiln_tensor *lg2 = kiln_sum(g, 0, NULL, false);
   kiln_record_end();
   assert_int_equal(kiln_backward(lg2, NULL, false), KILN_ERR_UNSUPPORTED);
-  assert_non_null(strstr(kiln_last_error(), "prod"));
+  assert_non_null(strstr(kiln_last_error(), "max_pool2d_backward has no gradient"));
   kiln_scope_end();
   kiln_tensor_release(x);
   kiln_tensor_release(i);
@@ -285,7 +350,8 @@ static void errors(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(unary_ops),          cmocka_unit_test(broadcasting_binary_ops),
+      cmocka_unit_test(unary_ops),          cmocka_unit_test(indexing_gradients),
+      cmocka_unit_test(every_differentiable_op_has_a_gradient),          cmocka_unit_test(broadcasting_binary_ops),
       cmocka_unit_test(shape_ops),          cmocka_unit_test(linear_algebra),
       cmocka_unit_test(cross_entropy),      cmocka_unit_test(grad_req_write_add_null),
       cmocka_unit_test(retain_graph_and_freed_tape), cmocka_unit_test(pause_and_head_gradient),

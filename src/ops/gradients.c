@@ -164,6 +164,20 @@ static kiln_status grad_reduce(kiln_grad_call *c) {
     break;
   }
   case KK_LOGSUMEXP: c->in_grad[0] = kiln_mul(gx, kiln_exp(kiln_sub(x, expand_back(c, Y)))); break;
+  case KK_PROD: {
+    /* The product of the others, y / x, except where zeros are: with one
+     * zero in the reduced set it is the product of the non-zeros at the
+     * zero and 0 elsewhere; with two or more it is 0 everywhere. */
+    kiln_tensor *zero = as_mask(kiln_equal(x, kiln_zeros(x->dtype, 0, NULL)), x->dtype);
+    kiln_tensor *nonzero = kiln_add(x, zero); /* zeros replaced by ones */
+    kiln_tensor *p = expand_back(c, kiln_prod(nonzero, n, axes, true));
+    kiln_tensor *zeros_in_set = expand_back(c, kiln_sum(zero, n, axes, true));
+    kiln_tensor *one_zero = as_mask(kiln_equal(zeros_in_set, kiln_ones(x->dtype, 0, NULL)), x->dtype);
+    kiln_tensor *no_zero = as_mask(kiln_equal(zeros_in_set, kiln_zeros(x->dtype, 0, NULL)), x->dtype);
+    kiln_tensor *others = kiln_add(kiln_mul(zero, kiln_mul(p, one_zero)), kiln_mul(kiln_div(p, nonzero), no_zero));
+    c->in_grad[0] = kiln_mul(gx, others);
+    break;
+  }
   case KK_VAR: {
     kiln_tensor *mean = n ? kiln_mean(x, n, axes, true) : x;
     double denom = (double)(count - c->attrs[2].i);
@@ -227,16 +241,78 @@ static kiln_status grad_broadcast_to(kiln_grad_call *c) {
   return KILN_OK;
 }
 
+/* The gradient of picking x's entries at positions idx (int64 [K], each
+ * in [0, N)) along axis, out = x.shape[:axis] + [K] + x.shape[axis+1:]:
+ * scattered back and summed where positions repeat, as one_hot(idx)^T . g
+ * over a [before, K, after] view of g. */
+static kiln_tensor *scatter_along(kiln_tensor *g, int axis, kiln_tensor *idx, const kiln_tensor *x) {
+  int64_t before = 1, after = 1, k = kiln_tensor_numel(idx), n = x->shape[axis];
+  for (int d = 0; d < axis; d++) before *= x->shape[d];
+  for (int d = axis + 1; d < x->ndim; d++) after *= x->shape[d];
+  kiln_tensor *picks = kiln_transpose(kiln_one_hot(idx, n, g->dtype), 0, 1); /* [N, K] */
+  kiln_tensor *gx = kiln_matmul(picks, kiln_reshape(g, 3, (int64_t[]){before, k, after}));
+  return kiln_reshape(gx, x->ndim, x->shape);
+}
+
+/* Negative indices count from the end, as the indexing ops read them. */
+static kiln_tensor *normalized_indices(kiln_tensor *idx, int64_t n) {
+  kiln_tensor *i64 = kiln_cast(idx, KILN_I64);
+  kiln_tensor *negative = kiln_cast(kiln_less(i64, kiln_zeros(KILN_I64, 0, NULL)), KILN_I64);
+  return kiln_add(i64, kiln_mul_scalar(negative, (double)n));
+}
+
 static kiln_status grad_slice(kiln_grad_call *c) {
   int64_t axis = c->attrs[0].i < 0 ? c->attrs[0].i + X->ndim : c->attrs[0].i;
-  int64_t start = c->attrs[1].i, step = c->attrs[3].i, len = X->shape[axis];
-  if (step != 1) return kiln_errorf(KILN_ERR_UNSUPPORTED, "slice: no gradient for a step other than 1 yet");
-  start = start == KILN_END ? 0 : start < 0 ? (start + len < 0 ? 0 : start + len) : (start > len ? len : start);
-  int64_t pads[2 * KILN_MAX_DIMS] = {0};
-  pads[2 * axis] = start;
-  pads[2 * axis + 1] = len - start - G->shape[axis];
-  c->in_grad[0] = kiln_pad(G, (int)(2 * (axis + 1)), pads, 0);
+  int64_t step = c->attrs[3].i, len = X->shape[axis], first, count;
+  kiln_slice_bounds(len, c->attrs[1].i, c->attrs[2].i, step, &first, &count);
+  if (step == 1) { /* a contiguous run: pad, no scatter */
+    int64_t pads[2 * KILN_MAX_DIMS] = {0};
+    pads[2 * axis] = first;
+    pads[2 * axis + 1] = len - first - count;
+    c->in_grad[0] = kiln_pad(G, (int)(2 * (axis + 1)), pads, 0);
+    return KILN_OK;
+  }
+  kiln_tensor *idx = kiln_arange((double)first, (double)first + (double)count * (double)step, (double)step, KILN_I64);
+  c->in_grad[0] = scatter_along(G, (int)axis, idx, X);
   return KILN_OK;
+}
+
+static kiln_status grad_take(kiln_grad_call *c) {
+  int axis = (int)(c->attrs[0].i < 0 ? c->attrs[0].i + X->ndim : c->attrs[0].i);
+  kiln_tensor *idx = normalized_indices(c->in[1], X->shape[axis]);
+  if (NEED(0)) c->in_grad[0] = scatter_along(G, axis, kiln_reshape(idx, 1, (int64_t[]){kiln_tensor_numel(idx)}), X);
+  return KILN_OK;
+}
+
+/* gather: out[.., k, ..] = x[.., index[.., k, ..], ..] along axis, index
+ * no larger than x elsewhere. Each g element goes to the position its
+ * index names: one_hot(index) weighted by g, summed over the index's axis,
+ * the class dim moved into the axis, then padded to x's extent on the
+ * other dims. */
+static kiln_status grad_gather(kiln_grad_call *c) {
+  kiln_tensor *x = X, *g = G;
+  int nd = x->ndim, axis = (int)(c->attrs[0].i < 0 ? c->attrs[0].i + nd : c->attrs[0].i);
+  kiln_tensor *idx = normalized_indices(c->in[1], x->shape[axis]);
+  kiln_tensor *spread = kiln_mul(kiln_one_hot(idx, x->shape[axis], g->dtype), kiln_expand_dims(g, nd)); /* idx.shape + [N] */
+  kiln_tensor *summed = kiln_sum(spread, 1, &axis, true); /* [.., 1, .., N] */
+  int perm[KILN_MAX_DIMS + 1];
+  for (int d = 0; d <= nd; d++) perm[d] = d;
+  perm[axis] = nd, perm[nd] = axis;
+  kiln_tensor *placed = kiln_squeeze(kiln_permute(summed, nd + 1, perm), nd); /* axis holds N */
+  int64_t pads[2 * KILN_MAX_DIMS] = {0};
+  for (int d = 0; d < nd; d++) pads[2 * d + 1] = x->shape[d] - kiln_tensor_dim(placed, d);
+  if (NEED(0)) c->in_grad[0] = kiln_pad(placed, 2 * nd, pads, 0);
+  return KILN_OK;
+}
+
+static kiln_status grad_stack(kiln_grad_call *c) {
+  int axis = (int)(c->attrs[0].i < 0 ? c->attrs[0].i + X->ndim + 1 : c->attrs[0].i);
+  int64_t ones[64];
+  if (c->n_in > 64) return kiln_errorf(KILN_ERR_UNSUPPORTED, "stack: no gradient for more than 64 inputs yet");
+  for (int i = 0; i < c->n_in; i++) ones[i] = 1;
+  kiln_status st = kiln_split(G, axis, c->n_in, ones, c->in_grad);
+  for (int i = 0; st == KILN_OK && i < c->n_in; i++) c->in_grad[i] = kiln_squeeze(c->in_grad[i], axis);
+  return st;
 }
 
 static kiln_status grad_cast(kiln_grad_call *c) {
@@ -394,7 +470,7 @@ static void fill_table(void) {
                                       KILN_OP_POW_SCALAR, KILN_OP_MAXIMUM_SCALAR, KILN_OP_MINIMUM_SCALAR};
   for (size_t i = 0; i < sizeof scalar / sizeof *scalar; i++) grads[scalar[i]] = grad_scalar;
   static const kiln_op_id reductions[] = {KILN_OP_SUM, KILN_OP_MEAN, KILN_OP_MAX, KILN_OP_MIN, KILN_OP_LOGSUMEXP,
-                                          KILN_OP_VAR};
+                                          KILN_OP_VAR, KILN_OP_PROD};
   for (size_t i = 0; i < sizeof reductions / sizeof *reductions; i++) grads[reductions[i]] = grad_reduce;
   grads[KILN_OP_WHERE] = grad_where;
   grads[KILN_OP_MATMUL] = grad_matmul;
@@ -409,6 +485,9 @@ static void fill_table(void) {
   grads[KILN_OP_CAST] = grad_cast;
   grads[KILN_OP_CONCAT] = grad_concat;
   grads[KILN_OP_SPLIT] = grad_split;
+  grads[KILN_OP_STACK] = grad_stack;
+  grads[KILN_OP_TAKE] = grad_take;
+  grads[KILN_OP_GATHER] = grad_gather;
   grads[KILN_OP_PAD] = grad_pad;
   grads[KILN_OP_SOFTMAX] = grad_softmax;
   grads[KILN_OP_LOG_SOFTMAX] = grad_softmax;

@@ -146,6 +146,14 @@ static int64_t clamp_bound(int64_t v, int64_t len, int64_t step, bool is_start) 
   return v < 0 ? -1 : v > len - 1 ? len - 1 : v;
 }
 
+void kiln_slice_bounds(int64_t len, int64_t start, int64_t stop, int64_t step, int64_t *first, int64_t *count) {
+  start = clamp_bound(start, len, step, true);
+  stop = clamp_bound(stop, len, step, false);
+  /* Written so that no intermediate overflows, whatever the step. */
+  *first = start;
+  *count = step > 0 ? (stop > start ? (stop - start - 1) / step + 1 : 0) : (start > stop ? (start - stop - 1) / -step + 1 : 0);
+}
+
 static kiln_status slice_infer(const kiln_op_call *c, kiln_out_desc *out) {
   const kk_view *x = &c->in[0];
   int axis;
@@ -155,11 +163,8 @@ static kiln_status slice_infer(const kiln_op_call *c, kiln_out_desc *out) {
   int64_t step = c->attrs[3].i, len = x->shape[axis];
   if (step == 0) return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "step is zero");
   if (step == INT64_MIN) return kiln_op_fail(c, KILN_ERR_OUT_OF_RANGE, "step is too large");
-  int64_t start = clamp_bound(c->attrs[1].i, len, step, true);
-  int64_t stop = clamp_bound(c->attrs[2].i, len, step, false);
-  /* Written so that no intermediate overflows, whatever the step. */
-  int64_t count = step > 0 ? (stop > start ? (stop - start - 1) / step + 1 : 0)
-                           : (start > stop ? (start - stop - 1) / -step + 1 : 0);
+  int64_t start, count;
+  kiln_slice_bounds(len, c->attrs[1].i, c->attrs[2].i, step, &start, &count);
   copy_shape(out, x);
   out->shape[axis] = count;
   /* With one element or none the stride is never used, and step may be

@@ -103,6 +103,10 @@ kiln_status kiln_op_axis(const kiln_op_call *c, int64_t axis, int ndim, int *out
 /* NumPy broadcasting of n shapes into out; fails naming the op and shapes. */
 kiln_status kiln_op_broadcast(const kiln_op_call *c, int n, const kk_view *const *views, kiln_out_desc *out);
 
+/* Python's slice.indices for one axis of length len: the first index a
+ * slice visits and how many it visits (step != 0, not INT64_MIN). */
+void kiln_slice_bounds(int64_t len, int64_t start, int64_t stop, int64_t step, int64_t *first, int64_t *count);
+
 /* Helper for defs: the number of entries of an attribute array. */
 #define KILN_COUNTOF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
