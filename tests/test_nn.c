@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/nn.h" /* kk_conv2d_use_simd */
+#include "imperative/dispatch.h" /* kiln_attrs_default, for the pool gradient ops */
+#include "kernels/nn.h"         /* kk_conv2d_use_simd */
+#include "ops/nn_grad.h"
 #include <stdatomic.h>
 
 #include "testutil.h"
@@ -574,6 +576,117 @@ static void pool_bad_inputs(void **state) {
   TU_FAILS(tu_track(kiln_max_pool2d(x, NULL)), KILN_ERR_INVALID_ARGUMENT, "max_pool2d: params is NULL");
 }
 
+/* The pool kernels' roads on random shapes, against the reference, forward
+ * and backward (the gradient ops as autograd calls them): the 2x2 stride-2
+ * loops (rows of 1 to 20 outputs cover their 8-, 4- and 1-wide blocks, the
+ * two-row blocks and the overlapped last block; odd sizes leave a row and a
+ * column no window covers) and the general ones (border and interior
+ * windows, padding, stride other than the kernel), float32 with the SIMD
+ * kernels on and off, float64, on inputs read in place through plane and row
+ * strides (subsamples of images, channels and rows; reversed rows) or copied
+ * (transposed, a column subsample), and on data full of ties, zeros,
+ * infinities and NaN, where the max's gradient must go to the same position
+ * as the reference's. */
+
+static int64_t pool_pick(uint64_t *s, int64_t lo, int64_t hi) {
+  return lo + (int64_t)(tu_rng_next(s) % (uint64_t)(hi - lo + 1));
+}
+
+enum { POOL_LAYOUTS = 6 };
+static const char *const pool_layout_names[POOL_LAYOUTS] = {
+    "contiguous", "transposed", "every other image, channel and row", "reversed rows", "every other column",
+    "every other row"};
+
+static kiln_tensor *pool_input(kiln_dtype dt, const int64_t shape[4], int layout, bool ties, uint64_t *s) {
+  int64_t base[4] = {shape[0], shape[1], shape[2], shape[3]};
+  if (layout == 2) base[0] *= 2, base[1] *= 2, base[2] *= 2;
+  if (layout == 4) base[3] *= 2;
+  if (layout == 5) base[2] *= 2;
+  int64_t n = base[0] * base[1] * base[2] * base[3];
+  double *v = malloc((size_t)(n ? n : 1) * sizeof(double));
+  assert_non_null(v);
+  static const double levels[] = {0, 0, 0, 0, 1, 1, 1, -1, -1, -1, 2, NAN, -INFINITY, INFINITY};
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t r = tu_rng_next(s) % 16;
+    v[i] = ties && r < 14 ? levels[r] : -2 + 4 * tu_rng_unit(s);
+  }
+  kiln_tensor *t = tu_track(kiln_from_data(KILN_F64, 4, base, v));
+  free(v);
+  if (dt != KILN_F64) t = tu_track(kiln_cast(t, dt));
+  switch (layout) {
+    case 1: t = tu_track(tu_noncontiguous(t)); break;
+    case 2:
+      for (int a = 0; a < 3; a++) t = tu_track(kiln_slice(t, a, a == 2, KILN_END, 2));
+      break;
+    case 3: t = tu_track(kiln_slice(t, 2, KILN_END, KILN_END, -1)); break;
+    case 4: t = tu_track(kiln_slice(t, 3, 0, KILN_END, 2)); break;
+    case 5: t = tu_track(kiln_slice(t, 2, 1, KILN_END, 2)); break;
+  }
+  TU_OK(t);
+  assert_memory_equal(kiln_tensor_shape(t), shape, 4 * sizeof(int64_t));
+  return t;
+}
+
+/* Runs expr with the optimised kernels, again with their SIMD roads off, and
+ * with the references, and compares both optimised results with the last. */
+#define POOL_THREE(label, dt, expr)                                         \
+  do {                                                                      \
+    kiln_tensor *opt_, *portable_, *ref_;                                   \
+    unsigned old_ = kk_set_options(kk_options() | KK_OPT_NO_SIMD);          \
+    portable_ = tu_track(expr);                                             \
+    kk_set_options(old_);                                                   \
+    BOTH(opt_, ref_, expr);                                                 \
+    expect_close(label, opt_, ref_, dt);                                    \
+    expect_close(label, portable_, ref_, dt);                               \
+  } while (0)
+
+static void pool_random_shapes_match_reference(void **state) {
+  (void)state;
+  uint64_t s = 4242;
+  for (int it = 0; it < 400; it++) {
+    kiln_dtype dt = it % 2 ? KILN_F64 : KILN_F32;
+    bool two = it % 3 != 2;
+    int64_t k[2] = {2, 2}, st[2] = {2 * pool_pick(&s, 0, 1), 2 * pool_pick(&s, 0, 1)}, pad[2] = {0, 0};
+    if (!two)
+      for (int a = 0; a < 2; a++) {
+        k[a] = pool_pick(&s, 1, 4);
+        st[a] = pool_pick(&s, 0, 3);
+        pad[a] = pool_pick(&s, 0, k[a] / 2);
+      }
+    int64_t h0 = k[0] - 2 * pad[0] > 1 ? k[0] - 2 * pad[0] : 1, w0 = k[1] - 2 * pad[1] > 1 ? k[1] - 2 * pad[1] : 1;
+    int64_t shape[4] = {pool_pick(&s, 0, 3), pool_pick(&s, 1, 4), h0 + pool_pick(&s, 0, two ? 19 : 9),
+                        w0 + pool_pick(&s, 0, two ? 38 : 12)};
+    int layout = (int)pool_pick(&s, 0, POOL_LAYOUTS - 1), glayout = (int)pool_pick(&s, 0, POOL_LAYOUTS - 1);
+    bool ties = pool_pick(&s, 0, 1), incl = pool_pick(&s, 0, 1);
+    kiln_tensor *x = pool_input(dt, shape, layout, ties, &s);
+    kiln_pool2d_params p = {.kernel = {k[0], k[1]}, .stride = {st[0], st[1]}, .padding = {pad[0], pad[1]},
+                            .count_include_pad = incl};
+    for (int avg = 0; avg < 2; avg++) {
+      char label[256];
+      snprintf(label, sizeof label,
+               "case %d %s %s: x [%lld, %lld, %lld, %lld] %s%s, k %lldx%lld stride %lldx%lld pad %lldx%lld%s", it,
+               avg ? "avg" : "max", kiln_dtype_name(dt), (long long)shape[0], (long long)shape[1],
+               (long long)shape[2], (long long)shape[3], pool_layout_names[layout], ties ? " with ties" : "",
+               (long long)k[0], (long long)k[1], (long long)st[0], (long long)st[1], (long long)pad[0],
+               (long long)pad[1], avg && incl ? " count_include_pad" : "");
+      POOL_THREE(label, dt, avg ? kiln_avg_pool2d(x, &p) : kiln_max_pool2d(x, &p));
+      kiln_tensor *y = tu_track(avg ? kiln_avg_pool2d(x, &p) : kiln_max_pool2d(x, &p));
+      TU_OK(y);
+      kiln_tensor *gy = pool_input(dt, kiln_tensor_shape(y), glayout, false, &s);
+      kiln_op_id fwd = avg ? KILN_OP_AVG_POOL2D : KILN_OP_MAX_POOL2D;
+      kiln_attr_value a[KILN_MAX_ATTRS];
+      kiln_attrs_default(fwd, a);
+      kiln_attr_set_ints(&a[0], 2, p.kernel);
+      kiln_attr_set_ints(&a[1], 2, p.stride);
+      kiln_attr_set_ints(&a[2], 2, p.padding);
+      if (avg) a[3].i = p.count_include_pad;
+      char glabel[300];
+      snprintf(glabel, sizeof glabel, "%s, backward (gy %s)", label, pool_layout_names[glayout]);
+      POOL_THREE(glabel, dt, nn_pool2d_backward(fwd, gy, x, a));
+    }
+  }
+}
+
 /* ------------------------------------------------------------ batch norm */
 
 static void batch_norm_matches_reference(void **state) {
@@ -951,6 +1064,7 @@ int main(void) {
       TEST(pool_matches_pytorch),
       TEST(max_pool_propagates_nan),
       TEST(pool_bad_inputs),
+      TEST(pool_random_shapes_match_reference),
       TEST(batch_norm_matches_reference),
       TEST(batch_norm_matches_pytorch),
       TEST(batch_norm_train_optional_outputs),

@@ -1,12 +1,15 @@
 /* The intra-op pool (src/base/parallel.c) and the kernels that use it: every
  * index is visited exactly once, nested and concurrent loops run serially
- * instead of deadlocking, and the parallel paths of elementwise ops, GEMM and
- * conv2d agree with the reference kernels on inputs large enough to split. */
+ * instead of deadlocking, and the parallel paths of elementwise ops, GEMM,
+ * conv2d, pooling and the pools' gradients agree with the reference kernels on
+ * inputs large enough to split. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "base/parallel.h"
+#include "imperative/dispatch.h"
+#include "ops/nn_grad.h"
 #include "testutil.h"
 
 enum { N = 100003 };
@@ -163,6 +166,49 @@ static void parallel_reductions_match_reference(void **state) {
   kiln_scope_end();
 }
 
+/* Pooling forward and backward split over the N*C planes, against the
+ * reference: LeNet's two 2x2 pools (after a ReLU, so windows of zeros tie and
+ * the max's gradient must go to the first), odd-sized ones with rows of 10
+ * outputs and of 4 (rows under 8 outputs, like the second pool's 5, take
+ * blocks that write past the row's end, up to a share's last planes), and a
+ * padded 3x3 stride-2 window through the general kernels. */
+static void parallel_pools_match_reference(void **state) {
+  (void)state;
+  static const struct {
+    int64_t shape[4], k, s, pad;
+  } cases[] = {
+      {{64, 6, 28, 28}, 2, 2, 0}, {{64, 16, 10, 10}, 2, 2, 0}, {{40, 8, 15, 21}, 2, 2, 0},
+      {{300, 3, 7, 9}, 2, 2, 0},  {{16, 8, 31, 33}, 3, 2, 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    kiln_scope_begin();
+    kiln_tensor *x = kiln_relu(tu_random(KILN_F32, 4, cases[i].shape, 30 + i, -1, 1));
+    kiln_pool2d_params p = kiln_pool2d_params_default(cases[i].k, cases[i].k);
+    p.stride[0] = p.stride[1] = cases[i].s;
+    p.padding[0] = p.padding[1] = cases[i].pad;
+    p.count_include_pad = true;
+    for (int avg = 0; avg < 2; avg++) {
+      kiln_op_id fwd = avg ? KILN_OP_AVG_POOL2D : KILN_OP_MAX_POOL2D;
+      kiln_tensor *y = avg ? kiln_avg_pool2d(x, &p) : kiln_max_pool2d(x, &p);
+      kiln_tensor *gy = tu_random(KILN_F32, 4, kiln_tensor_shape(y), 40 + i, -1, 1);
+      kiln_attr_value a[KILN_MAX_ATTRS];
+      kiln_attrs_default(fwd, a);
+      kiln_attr_set_ints(&a[0], 2, p.kernel);
+      kiln_attr_set_ints(&a[1], 2, p.stride);
+      kiln_attr_set_ints(&a[2], 2, p.padding);
+      if (avg) a[3].i = p.count_include_pad;
+      kiln_tensor *gx = nn_pool2d_backward(fwd, gy, x, a);
+      bool old = kiln_use_reference_kernels(true);
+      kiln_tensor *want_y = avg ? kiln_avg_pool2d(x, &p) : kiln_max_pool2d(x, &p);
+      kiln_tensor *want_gx = nn_pool2d_backward(fwd, gy, x, a);
+      kiln_use_reference_kernels(old);
+      /* float32 sums of at most 9 values against double. */
+      TU_CLOSE(y, want_y, 1e-6, 1e-6);
+      TU_CLOSE(gx, want_gx, 1e-6, 1e-6);
+    }
+    kiln_scope_end();
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_index_once),
@@ -171,6 +217,7 @@ int main(void) {
       cmocka_unit_test(parallel_kernels_match_reference),
       cmocka_unit_test(conv_channel_lane_tiles),
       cmocka_unit_test(parallel_reductions_match_reference),
+      cmocka_unit_test(parallel_pools_match_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
