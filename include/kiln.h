@@ -711,6 +711,61 @@ KILN_API kiln_status kiln_metric_update(kiln_metric *m, kiln_tensor *pred, kiln_
 KILN_API kiln_status kiln_metric_get(kiln_metric *m, double *value, int64_t *samples);
 KILN_API void kiln_metric_reset(kiln_metric *m);
 
+/* ---------------------------------------------------------------- symbolic graphs */
+
+/* The chapter's three steps: define, compile, run. A graph's inputs are
+ * symbolic tensors (a shape and dtype, no values); the ordinary op
+ * functions given a symbolic tensor append a node to its graph instead of
+ * computing, with shapes and dtypes checked at the call exactly as eagerly.
+ * Concrete tensors an op uses (parameters) are bound by reference: a run
+ * reads their values at the time. Reading a symbolic tensor's value fails,
+ * naming the op that made it. */
+typedef struct kiln_graph kiln_graph;
+typedef struct kiln_plan kiln_plan;
+
+KILN_API kiln_graph *kiln_graph_new(void);
+KILN_API kiln_graph *kiln_graph_retain(kiln_graph *g);
+KILN_API void kiln_graph_release(kiln_graph *g); /* symbolic tensors keep their graph alive */
+/* An input named name (unique in g); the plan's inputs are in this order. */
+KILN_API kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, int ndim, const int64_t *shape);
+
+/* The passes, each on by default; KILN_DISABLE_PASSES (a list of the
+ * names: simplify, cse, fold, dce, memory) turns them off in
+ * kiln_compile_options_default. */
+typedef struct {
+  bool simplify;          /* x*1, x+0, double transpose, reshape chains */
+  bool cse;               /* one computation of identical (op, inputs, attributes) */
+  bool fold;              /* ops on constants computed at compile time */
+  bool dce;               /* only what the outputs need */
+  bool plan_memory;       /* arena buffers reused after their last reader */
+  bool reference_kernels; /* run the reference kernels (for checking) */
+} kiln_compile_options;
+KILN_API kiln_compile_options kiln_compile_options_default(void);
+
+typedef struct {
+  int nodes_before, steps;
+  int simplified, merged, folded;
+  int64_t arena_bytes, unplanned_bytes;
+} kiln_plan_stats;
+
+/* A plan computing outputs (values of g) from g's inputs. NULL +
+ * kiln_last_error on failure. The plan holds the graph and the bound
+ * tensors. */
+KILN_API kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outputs,
+                                       const kiln_compile_options *options);
+/* Runs the plan on concrete inputs (each with its input's dtype and shape)
+ * as one engine op, and returns at once; outputs[k] are new tensors in the
+ * open scope. Runs of one plan are ordered (they share its arena). */
+KILN_API kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs);
+/* Waits for the plan's runs, then frees it. NULL does nothing. */
+KILN_API void kiln_plan_free(kiln_plan *p);
+KILN_API kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p);
+KILN_API int kiln_plan_num_inputs(const kiln_plan *p);
+/* The graph as built (every node) and the plan (its steps, values and
+ * arena placement), as text or Graphviz dot. */
+KILN_API kiln_status kiln_graph_dump(const kiln_graph *g, FILE *out, bool dot);
+KILN_API kiln_status kiln_plan_dump(const kiln_plan *p, FILE *out, bool dot);
+
 /* ---------------------------------------------------------------- kernels */
 
 /* Every op has an optimised kernel and a plain reference kernel. Ops created

@@ -109,6 +109,7 @@ bool kiln_is_training(void) { return record_depth > 0 && training_stack[record_d
 kiln_status kiln_attach_grad(kiln_tensor *t, kiln_grad_req req) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_attach_grad: tensor is NULL");
   if (t->status != KILN_OK) return kiln_errorf(t->status, "kiln_attach_grad: %s", t->error);
+  if (t->sym) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_attach_grad: the tensor is symbolic (a graph value)");
   if (req != KILN_GRAD_NULL && req != KILN_GRAD_WRITE && req != KILN_GRAD_ADD)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_attach_grad: grad_req %d is not a kiln_grad_req", (int)req);
   if (req != KILN_GRAD_NULL && !kk_is_float(t->dtype))

@@ -17,6 +17,10 @@ enum { LOCAL_VIEWS = 8 };
 
 static _Thread_local bool use_reference;
 
+bool (*dispatch_graph_wants)(int n_in, kiln_tensor *const *in);
+kiln_status (*dispatch_graph_record)(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
+                                     int n_out, kiln_tensor **out);
+
 bool kiln_use_reference_kernels(bool on) {
   bool old = use_reference;
   use_reference = on;
@@ -199,6 +203,10 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
     st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: gives %d outputs, %d requested", def->name, expect_out, n_out);
     goto fail;
   }
+  if (dispatch_graph_wants && dispatch_graph_wants(n_in, in)) {
+    st = dispatch_graph_record(id, n_in, in, c.attrs, n_out, out);
+    goto done;
+  }
   memset(desc, 0, sizeof(kiln_out_desc) * (size_t)n_out);
   st = def->infer(&c, desc);
   if (st != KILN_OK) goto fail;
@@ -256,6 +264,9 @@ kiln_status kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
   if (!dst || !src) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_assign: %s is NULL", dst ? "src" : "dst");
   if (tensor_failed(dst)) return kiln_errorf(dst->status, "kiln_assign: dst: %s", dst->error);
   if (tensor_failed(src)) return kiln_errorf(src->status, "kiln_assign: src: %s", src->error);
+  if (dst->sym || src->sym)
+    return kiln_errorf(KILN_ERR_UNSUPPORTED, "kiln_assign: %s is symbolic: graphs do not write tensors in place yet",
+                       dst->sym ? "dst" : "src");
   if (src->dtype != dst->dtype)
     return kiln_errorf(KILN_ERR_DTYPE, "kiln_assign: src is %s, dst %s (cast first)", kiln_dtype_name(src->dtype),
                        kiln_dtype_name(dst->dtype));

@@ -12,6 +12,11 @@
 /* Reading a value is a barrier: wait for the work that writes it. */
 static kiln_status readable(const kiln_tensor *t, const char *fn) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: tensor is NULL", fn);
+  if (t->sym)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT,
+                       "%s: the output of %s is symbolic (a graph is being traced or built): it has no value until "
+                       "the compiled plan runs; read it after the call, or keep this block imperative",
+                       fn, tensor_sym_origin(t->sym));
   const char *msg;
   kiln_status st = tensor_wait(t, &msg);
   return st == KILN_OK ? st : kiln_errorf(st, "%s", msg);

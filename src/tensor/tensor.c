@@ -173,11 +173,27 @@ static void storage_release(kiln_storage *s) {
 }
 
 void (*tensor_ag_free)(void *entry);
+void (*tensor_sym_free)(void *sym);
+const char *(*tensor_sym_origin)(const void *sym);
+
+kiln_tensor *tensor_new_symbolic(kiln_dtype dt, int ndim, const int64_t *shape, const int64_t *strides, void *sym) {
+  kiln_tensor *t = tensor_alloc_header();
+  if (!t) return &out_of_memory_tensor;
+  t->dtype = dt;
+  t->ndim = ndim;
+  if (ndim) {
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    memcpy(t->strides, strides, (size_t)ndim * sizeof *strides);
+  }
+  t->sym = sym;
+  return t;
+}
 
 void kiln_tensor_release(kiln_tensor *t) {
   if (!t || t->immortal) return;
   if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
   if (t->ag) tensor_ag_free(t->ag);
+  if (t->sym) tensor_sym_free(t->sym);
   storage_release(t->storage);
   kiln_free(t->error);
   kiln_free(t);
@@ -208,6 +224,9 @@ kiln_status tensor_wait(const kiln_tensor *t, const char **message) {
 
 kiln_status kiln_wait_to_read(const kiln_tensor *t) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_wait_to_read: tensor is NULL");
+  if (t->sym)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_wait_to_read: the output of %s is symbolic: it has no value to wait for",
+                       tensor_sym_origin(t->sym));
   const char *msg;
   kiln_status st = tensor_wait(t, &msg);
   return st == KILN_OK ? st : kiln_errorf(st, "%s", msg);

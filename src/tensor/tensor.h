@@ -36,11 +36,20 @@ struct kiln_tensor {
   kiln_status status;
   char *error; /* owned; NULL when ok */
   void *ag;    /* the autograd entry (src/imperative/autograd.c), or NULL */
+  void *sym;   /* symbolic: a value of a graph being built (src/graph), with
+                  shape and dtype but no storage; NULL for concrete tensors */
 };
 
 /* Frees a tensor's autograd entry; set by the autograd module, which sits
  * above this layer. */
 extern void (*tensor_ag_free)(void *entry);
+/* Frees a symbolic tensor's graph reference, and names the op that made
+ * it (for the message of a read that cannot happen); set by src/graph. */
+extern void (*tensor_sym_free)(void *sym);
+extern const char *(*tensor_sym_origin)(const void *sym);
+
+/* A symbolic tensor: shape, dtype and strides, no storage; takes over sym. */
+kiln_tensor *tensor_new_symbolic(kiln_dtype dt, int ndim, const int64_t *shape, const int64_t *strides, void *sym);
 
 /* Element count of a shape, or a failure naming op when a dim is negative or
  * the count (times the element size) overflows. */

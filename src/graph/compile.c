@@ -1,0 +1,780 @@
+/* Compiling a graph into a plan, and running plans.
+ *
+ * Passes, each switchable off (kiln_compile_options, KILN_DISABLE_PASSES):
+ * algebraic simplification, common-subexpression elimination, constant
+ * folding, dead-code elimination; then memory planning. Replacements are
+ * recorded as forwarding references (a node "is" another value) and
+ * resolved when the plan is laid out, so no pass rewrites the node list.
+ *
+ * A plan is a list of steps (kernel calls) over values: the run's inputs,
+ * bound tensors (parameters, folded constants), views, fresh output
+ * tensors, and buffers in one arena owned by the plan, placed by liveness
+ * so buffers are reused as soon as their last reader has run. A run is one
+ * engine op reading the inputs and bound tensors and writing the outputs
+ * and the arena: no dispatch, no allocation but the outputs. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "graph/graph.h"
+#include "imperative/dispatch.h"
+#include "tensor/tensor.h"
+
+typedef enum { VAL_INPUT, VAL_BOUND, VAL_ARENA, VAL_VIEW, VAL_OUTPUT } value_kind;
+
+typedef struct {
+  value_kind kind;
+  kiln_dtype dtype;
+  int ndim;
+  int64_t shape[KILN_MAX_DIMS], strides[KILN_MAX_DIMS];
+  int index;          /* VAL_INPUT: the input; VAL_OUTPUT: the output; VAL_VIEW: the base value */
+  int64_t offset;     /* VAL_VIEW: elements from the base's first; VAL_ARENA: bytes into the arena */
+  kiln_tensor *bound; /* VAL_BOUND, retained */
+} plan_value;
+
+typedef struct {
+  kiln_op_id op;
+  int node; /* in the source graph, for messages */
+  kiln_attr_value attrs[KILN_MAX_ATTRS];
+  int n_in, n_out;
+  int *in, *out; /* value ids */
+} plan_step;
+
+struct kiln_plan {
+  kiln_compile_options opts;
+  kiln_graph *graph;
+  int n_inputs, n_outputs, n_values, n_steps;
+  int *input_nodes; /* graph nodes of the inputs, in creation order */
+  int *outputs;     /* value ids */
+  plan_value *values;
+  plan_step *steps;
+  size_t arena_bytes;
+  void *arena;
+  kiln_engine *engine;
+  kiln_engine_var *arena_var;
+  kiln_plan_stats stats;
+};
+
+kiln_compile_options kiln_compile_options_default(void) {
+  kiln_compile_options o = {true, true, true, true, true, false};
+  const char *off = getenv("KILN_DISABLE_PASSES");
+  if (off) {
+    o.simplify = !strstr(off, "simplify");
+    o.cse = !strstr(off, "cse");
+    o.fold = !strstr(off, "fold");
+    o.dce = !strstr(off, "dce");
+    o.plan_memory = !strstr(off, "memory");
+  }
+  return o;
+}
+
+/* ------------------------------------------------------------ passes */
+
+typedef struct {
+  kiln_graph *g;
+  graph_ref *forward; /* per node (single-output nodes): the value it is, or {-1} */
+  int *same_as;       /* per node: an identical earlier node, or itself */
+  kiln_tensor **folded; /* per node: its value computed at compile time, or NULL */
+  bool *live;
+} pass_state;
+
+static graph_ref resolve(const pass_state *s, graph_ref r) {
+  for (;;) {
+    if (s->same_as[r.node] != r.node) {
+      r.node = s->same_as[r.node];
+      continue;
+    }
+    if (s->forward[r.node].node >= 0 && r.index == 0) {
+      r = s->forward[r.node];
+      continue;
+    }
+    return r;
+  }
+}
+
+static const graph_node *node_at(const pass_state *s, int i) { return &s->g->nodes[i]; }
+
+static bool is_view(const graph_node *n) { return n->kind == GRAPH_OP && (kiln_op_get(n->op)->flags & KILN_OP_VIEW); }
+
+static bool same_desc(const kiln_out_desc *a, const kiln_out_desc *b) {
+  return a->dtype == b->dtype && a->ndim == b->ndim && !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
+}
+
+/* x * 1, x / 1, x + 0, x - 0, x ^ 1, transpose of a transpose, reshape of
+ * a reshape: results equal to a value already there. */
+static int simplify(pass_state *s) {
+  int changed = 0;
+  for (int i = 0; i < s->g->n; i++) {
+    const graph_node *n = node_at(s, i);
+    if (n->kind != GRAPH_OP || n->n_out != 1 || n->n_in < 1) continue;
+    graph_ref x = resolve(s, n->in[0]);
+    const graph_node *src = node_at(s, x.node);
+    const kiln_out_desc *xd = &src->out[x.index];
+    double f = n->attrs[0].f;
+    bool identity = false;
+    switch (n->op) {
+    case KILN_OP_MUL_SCALAR: case KILN_OP_DIV_SCALAR: case KILN_OP_POW_SCALAR: identity = f == 1; break;
+    case KILN_OP_ADD_SCALAR: case KILN_OP_SUB_SCALAR: identity = f == 0; break;
+    case KILN_OP_PERMUTE:
+      if (src->kind == GRAPH_OP && src->op == KILN_OP_PERMUTE && src->attrs[0].n == n->attrs[0].n) {
+        identity = true;
+        for (int d = 0; d < n->attrs[0].n; d++) identity = identity && src->attrs[0].ints[n->attrs[0].ints[d]] == d;
+        if (identity) {
+          s->forward[i] = resolve(s, src->in[0]);
+          changed++;
+          continue;
+        }
+      }
+      break;
+    case KILN_OP_RESHAPE: {
+      /* reshape(reshape(y)) is reshape(y) when y is laid out contiguously
+       * (a computed value or an input; the node's own strides then hold). */
+      if (src->kind != GRAPH_OP || src->op != KILN_OP_RESHAPE) break;
+      graph_ref y = resolve(s, src->in[0]);
+      const graph_node *base = node_at(s, y.node);
+      if (base->kind == GRAPH_BOUND || is_view(base)) break;
+      s->g->nodes[i].in[0] = y;
+      if (same_desc(&n->out[0], &base->out[y.index])) s->forward[i] = y;
+      changed++;
+      continue;
+    }
+    default: break;
+    }
+    if (identity && same_desc(&n->out[0], xd) && !is_view(n)) {
+      s->forward[i] = x;
+      changed++;
+    }
+  }
+  return changed;
+}
+
+static bool same_attrs(const kiln_op_def *def, const kiln_attr_value *a, const kiln_attr_value *b) {
+  for (int k = 0; k < def->n_attrs; k++) {
+    if (a[k].i != b[k].i || a[k].n != b[k].n || memcmp(&a[k].f, &b[k].f, sizeof(double))) return false;
+    if (a[k].n && memcmp(a[k].ints, b[k].ints, sizeof(int64_t) * (size_t)a[k].n)) return false;
+  }
+  return true;
+}
+
+static uint64_t node_hash(const pass_state *s, const graph_node *n) {
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)n->op;
+  for (int k = 0; k < n->n_in; k++) {
+    graph_ref r = resolve(s, n->in[k]);
+    h = (h ^ (uint64_t)r.node) * 1099511628211ull;
+    h = (h ^ (uint64_t)r.index) * 1099511628211ull;
+  }
+  return h;
+}
+
+/* An op applied to the same values with the same attributes twice is
+ * computed once; random ops never (each call draws anew). */
+static int cse(pass_state *s) {
+  int n = s->g->n, merged = 0;
+  uint64_t *hash = kiln_alloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+  if (!hash) return 0;
+  for (int i = 0; i < n; i++) {
+    const graph_node *a = node_at(s, i);
+    hash[i] = a->kind == GRAPH_OP ? node_hash(s, a) : 0;
+    if (a->kind != GRAPH_OP || (kiln_op_get(a->op)->flags & KILN_OP_RANDOM)) continue;
+    for (int j = 0; j < i; j++) {
+      const graph_node *b = node_at(s, j);
+      if (hash[j] != hash[i] || b->kind != GRAPH_OP || b->op != a->op || b->n_in != a->n_in || s->same_as[j] != j)
+        continue;
+      bool same = same_attrs(kiln_op_get(a->op), a->attrs, b->attrs);
+      for (int k = 0; same && k < a->n_in; k++) {
+        graph_ref ra = resolve(s, a->in[k]), rb = resolve(s, b->in[k]);
+        same = ra.node == rb.node && ra.index == rb.index;
+      }
+      if (same) {
+        s->same_as[i] = j;
+        merged++;
+        break;
+      }
+    }
+  }
+  kiln_free(hash);
+  return merged;
+}
+
+/* Ops whose inputs are all known at compile time (creation ops and what is
+ * computed from them, never bound parameters, whose values change) are
+ * computed now and become constants. */
+static int fold(pass_state *s) {
+  int folded = 0;
+  for (int i = 0; i < s->g->n; i++) {
+    const graph_node *n = node_at(s, i);
+    if (n->kind != GRAPH_OP || n->n_out != 1 || s->same_as[i] != i || s->forward[i].node >= 0 ||
+        (kiln_op_get(n->op)->flags & KILN_OP_RANDOM))
+      continue;
+    kiln_tensor *in[16];
+    bool constant = n->n_in <= 16;
+    for (int k = 0; constant && k < n->n_in; k++) {
+      graph_ref r = resolve(s, n->in[k]);
+      constant = s->folded[r.node] != NULL && r.index == 0;
+      if (constant) in[k] = s->folded[r.node];
+    }
+    if (!constant) continue;
+    kiln_tensor *out;
+    if (kiln_dispatch_owned(n->op, n->n_in, in, n->attrs, 1, &out) != KILN_OK) {
+      kiln_tensor_release(out);
+      continue; /* left to fail at run time, where the message belongs */
+    }
+    kiln_tensor *c;
+    if (kiln_dispatch_owned(KILN_OP_COPY, 1, &out, NULL, 1, &c) != KILN_OK) { /* its own contiguous storage */
+      kiln_tensor_release(out);
+      kiln_tensor_release(c);
+      continue;
+    }
+    kiln_tensor_release(out);
+    s->folded[i] = c;
+    folded++;
+  }
+  return folded;
+}
+
+static void mark_live(pass_state *s, graph_ref r) {
+  r = resolve(s, r);
+  if (s->live[r.node]) return;
+  s->live[r.node] = true;
+  const graph_node *n = node_at(s, r.node);
+  if (s->folded[r.node]) return;
+  for (int k = 0; k < n->n_in; k++) mark_live(s, n->in[k]);
+}
+
+/* ------------------------------------------------------------ layout */
+
+static int add_value(kiln_plan *p, int *cap, const kiln_out_desc *d, value_kind kind) {
+  if (p->n_values == *cap) {
+    int c = *cap ? 2 * *cap : 64;
+    plan_value *v = kiln_alloc(sizeof *v * (size_t)c);
+    if (!v) return -1;
+    if (p->n_values) memcpy(v, p->values, sizeof *v * (size_t)p->n_values);
+    kiln_free(p->values);
+    p->values = v;
+    *cap = c;
+  }
+  plan_value *v = &p->values[p->n_values];
+  memset(v, 0, sizeof *v);
+  v->kind = kind;
+  v->dtype = d->dtype;
+  v->ndim = d->ndim;
+  memcpy(v->shape, d->shape, sizeof v->shape);
+  contiguous_strides(d->ndim, d->shape, v->strides);
+  return p->n_values++;
+}
+
+static size_t value_bytes(const plan_value *v) {
+  size_t n = kiln_dtype_size(v->dtype);
+  for (int d = 0; d < v->ndim; d++) n *= (size_t)v->shape[d];
+  return n;
+}
+
+static int root_of(const kiln_plan *p, int v) {
+  while (p->values[v].kind == VAL_VIEW) v = p->values[v].index;
+  return v;
+}
+
+/* Places arena values: each lives from the step that writes it to the last
+ * step that reads it (through views too), and a freed range is reused
+ * first-fit. Without planning every value gets its own range. */
+static kiln_status plan_memory(kiln_plan *p) {
+  int *last = kiln_alloc(sizeof(int) * (size_t)(p->n_values ? p->n_values : 1));
+  size_t *free_off = kiln_alloc(sizeof(size_t) * (size_t)(p->n_values + 1));
+  size_t *free_len = kiln_alloc(sizeof(size_t) * (size_t)(p->n_values + 1));
+  if (!last || !free_off || !free_len) {
+    kiln_free(last), kiln_free(free_off), kiln_free(free_len);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory planning memory");
+  }
+  for (int v = 0; v < p->n_values; v++) last[v] = -1;
+  for (int s = 0; s < p->n_steps; s++) {
+    for (int k = 0; k < p->steps[s].n_in; k++) last[root_of(p, p->steps[s].in[k])] = s;
+    for (int k = 0; k < p->steps[s].n_out; k++) {
+      int v = p->steps[s].out[k];
+      if (last[v] < s) last[v] = s;
+    }
+  }
+  int n_free = 0;
+  size_t top = 0;
+  for (int s = 0; s < p->n_steps; s++) {
+    for (int k = 0; k < p->steps[s].n_out; k++) {
+      plan_value *v = &p->values[p->steps[s].out[k]];
+      if (v->kind != VAL_ARENA) continue;
+      size_t need = (value_bytes(v) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
+      if (need == 0) need = KILN_ALIGN;
+      int fit = -1;
+      for (int f = 0; p->opts.plan_memory && f < n_free && fit < 0; f++)
+        if (free_len[f] >= need) fit = f;
+      if (fit >= 0) {
+        v->offset = (int64_t)free_off[fit];
+        free_off[fit] += need;
+        free_len[fit] -= need;
+      } else {
+        v->offset = (int64_t)top;
+        top += need;
+      }
+    }
+    if (!p->opts.plan_memory) continue;
+    /* Values whose last reader is this step give their range back. */
+    for (int v = 0; v < p->n_values; v++) {
+      plan_value *pv = &p->values[v];
+      if (pv->kind != VAL_ARENA || last[v] != s) continue;
+      size_t len = (value_bytes(pv) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
+      free_off[n_free] = (size_t)pv->offset;
+      free_len[n_free++] = len ? len : KILN_ALIGN;
+    }
+  }
+  p->arena_bytes = top;
+  size_t sum = 0;
+  for (int v = 0; v < p->n_values; v++)
+    if (p->values[v].kind == VAL_ARENA) sum += value_bytes(&p->values[v]);
+  p->stats.arena_bytes = (int64_t)top;
+  p->stats.unplanned_bytes = (int64_t)sum;
+  kiln_free(last), kiln_free(free_off), kiln_free(free_len);
+  return KILN_OK;
+}
+
+static kiln_status add_step(kiln_plan *p, int *cap, const graph_node *n, int node, const int *in, const int *out) {
+  if (p->n_steps == *cap) {
+    int c = *cap ? 2 * *cap : 64;
+    plan_step *s = kiln_alloc(sizeof *s * (size_t)c);
+    if (!s) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    if (p->n_steps) memcpy(s, p->steps, sizeof *s * (size_t)p->n_steps);
+    kiln_free(p->steps);
+    p->steps = s;
+    *cap = c;
+  }
+  plan_step *s = &p->steps[p->n_steps];
+  memset(s, 0, sizeof *s);
+  s->op = n->op;
+  s->node = node;
+  memcpy(s->attrs, n->attrs, sizeof s->attrs);
+  s->n_in = n->n_in;
+  s->n_out = n->n_out;
+  s->in = kiln_alloc(sizeof(int) * (size_t)(n->n_in + n->n_out + 1));
+  if (!s->in) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+  s->out = s->in + n->n_in;
+  if (n->n_in) memcpy(s->in, in, sizeof(int) * (size_t)n->n_in);
+  memcpy(s->out, out, sizeof(int) * (size_t)n->n_out);
+  p->n_steps++;
+  return KILN_OK;
+}
+
+void kiln_plan_free(kiln_plan *p) {
+  if (!p) return;
+  if (p->arena_var) {
+    kiln_engine_wait_var(p->engine, p->arena_var);
+    kiln_engine_delete_var(p->engine, p->arena_var, NULL, NULL);
+  }
+  kiln_free(p->arena);
+  for (int v = 0; v < p->n_values; v++) kiln_tensor_release(p->values[v].bound);
+  for (int s = 0; s < p->n_steps; s++) kiln_free(p->steps[s].in);
+  kiln_free(p->steps);
+  kiln_free(p->values);
+  kiln_free(p->input_nodes);
+  kiln_free(p->outputs);
+  kiln_graph_release(p->graph);
+  kiln_free(p);
+}
+
+kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outputs, const kiln_compile_options *o) {
+  if (!g || n_out < 1 || !outputs) {
+    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_graph_compile: needs a graph and at least one output");
+    return NULL;
+  }
+  for (int k = 0; k < n_out; k++) {
+    kiln_graph *h;
+    if (!outputs[k] || tensor_failed(outputs[k])) {
+      kiln_errorf(outputs[k] ? outputs[k]->status : KILN_ERR_INVALID_ARGUMENT, "kiln_graph_compile: output %d %s%s", k,
+                  outputs[k] ? "failed: " : "is NULL", outputs[k] ? outputs[k]->error : "");
+      return NULL;
+    }
+    if (graph_ref_of(outputs[k], &h, NULL) < 0 || h != g) {
+      kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_graph_compile: output %d is not a value of this graph", k);
+      return NULL;
+    }
+  }
+  kiln_plan *p = kiln_calloc(1, sizeof *p);
+  int n = g->n;
+  pass_state s = {g, kiln_alloc(sizeof(graph_ref) * (size_t)n), kiln_alloc(sizeof(int) * (size_t)n),
+                  kiln_calloc((size_t)n, sizeof(kiln_tensor *)), kiln_calloc((size_t)n, sizeof(bool))};
+  int *value_of = kiln_alloc(sizeof(int) * (size_t)n * 2 + 1); /* first value id of each node */
+  kiln_status st = KILN_OK;
+  if (!p || !s.forward || !s.same_as || !s.folded || !s.live || !value_of) {
+    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    goto done;
+  }
+  p->opts = o ? *o : kiln_compile_options_default();
+  p->graph = kiln_graph_retain(g);
+  p->engine = kiln_default_engine();
+  for (int i = 0; i < n; i++) s.forward[i] = (graph_ref){-1, 0}, s.same_as[i] = i, value_of[i] = -1;
+  p->stats.nodes_before = n;
+  if (p->opts.simplify) p->stats.simplified = simplify(&s);
+  if (p->opts.cse) p->stats.merged = cse(&s);
+  if (p->opts.fold) p->stats.folded = fold(&s);
+  if (p->opts.dce) {
+    for (int k = 0; k < n_out; k++) mark_live(&s, ((const graph_value *)outputs[k]->sym)->ref);
+    /* Inputs stay inputs of the plan even when unused: the caller passes
+     * them all. */
+    for (int i = 0; i < n; i++)
+      if (g->nodes[i].kind == GRAPH_INPUT) s.live[i] = true;
+  } else {
+    for (int i = 0; i < n; i++) s.live[i] = s.same_as[i] == i && s.forward[i].node < 0;
+    for (int k = 0; k < n_out; k++) mark_live(&s, ((const graph_value *)outputs[k]->sym)->ref);
+  }
+
+  /* Lay out values and steps in node order. */
+  int vcap = 0, scap = 0;
+  p->input_nodes = kiln_alloc(sizeof(int) * (size_t)(g->n_inputs + 1));
+  p->outputs = kiln_alloc(sizeof(int) * (size_t)n_out);
+  if (!p->input_nodes || !p->outputs) {
+    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    goto done;
+  }
+  for (int i = 0; i < n && st == KILN_OK; i++) {
+    const graph_node *node = &g->nodes[i];
+    if (node->kind == GRAPH_INPUT) {
+      int v = add_value(p, &vcap, &node->out[0], VAL_INPUT);
+      if (v < 0) {
+        st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+        break;
+      }
+      p->values[v].index = p->n_inputs;
+      p->input_nodes[p->n_inputs++] = i;
+      value_of[i] = v;
+      continue;
+    }
+    if (!s.live[i] || s.same_as[i] != i || (s.forward[i].node >= 0 && !s.folded[i])) continue;
+    if (node->kind == GRAPH_BOUND || s.folded[i]) {
+      int v = add_value(p, &vcap, &node->out[0], VAL_BOUND);
+      if (v < 0) {
+        st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+        break;
+      }
+      p->values[v].bound = kiln_tensor_retain(s.folded[i] ? s.folded[i] : node->bound);
+      memcpy(p->values[v].strides, p->values[v].bound->strides, sizeof p->values[v].strides);
+      value_of[i] = v;
+      continue;
+    }
+    int in[64], out[64];
+    if (node->n_in > 64 || node->n_out > 64) {
+      st = kiln_errorf(KILN_ERR_UNSUPPORTED, "kiln_graph_compile: %s with more than 64 inputs or outputs",
+                       kiln_op_get(node->op)->name);
+      break;
+    }
+    for (int k = 0; k < node->n_in; k++) {
+      graph_ref r = resolve(&s, node->in[k]);
+      in[k] = value_of[r.node] + r.index;
+    }
+    if (is_view(node)) {
+      int v = add_value(p, &vcap, &node->out[0], VAL_VIEW);
+      if (v < 0) {
+        st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+        break;
+      }
+      plan_value *pv = &p->values[v], *base = &p->values[in[0]];
+      memcpy(pv->strides, node->out[0].strides, sizeof pv->strides);
+      pv->index = in[0];
+      pv->offset = node->out[0].offset;
+      if (base->kind == VAL_VIEW) {
+        pv->index = base->index;
+        pv->offset += base->offset;
+      }
+      value_of[i] = v;
+      continue;
+    }
+    int first = -1;
+    for (int k = 0; k < node->n_out; k++) {
+      int v = add_value(p, &vcap, &node->out[k], VAL_ARENA);
+      if (v < 0) {
+        st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+        break;
+      }
+      if (k == 0) first = v;
+      out[k] = v;
+    }
+    value_of[i] = first;
+    if (first < 0 || (st = add_step(p, &scap, node, i, in, out)) != KILN_OK) break;
+  }
+  /* Outputs: a computed value not yet claimed becomes the output buffer
+   * itself; an input, bound tensor, view or repeat gets a copy. */
+  for (int k = 0; st == KILN_OK && k < n_out; k++) {
+    graph_ref r = resolve(&s, ((const graph_value *)outputs[k]->sym)->ref);
+    int v = value_of[r.node] + r.index;
+    if (p->values[v].kind == VAL_ARENA) {
+      p->values[v].kind = VAL_OUTPUT;
+      p->values[v].index = k;
+      p->outputs[k] = v;
+      continue;
+    }
+    kiln_out_desc d = {.dtype = p->values[v].dtype, .ndim = p->values[v].ndim};
+    memcpy(d.shape, p->values[v].shape, sizeof d.shape);
+    int c = add_value(p, &vcap, &d, VAL_OUTPUT);
+    graph_node copy = {.kind = GRAPH_OP, .op = KILN_OP_COPY, .n_in = 1, .n_out = 1};
+    kiln_attrs_default(KILN_OP_COPY, copy.attrs);
+    if (c < 0 || (st = add_step(p, &scap, &copy, r.node, &v, &c)) != KILN_OK) break;
+    p->values[c].index = k;
+    p->outputs[k] = c;
+  }
+  p->n_outputs = n_out;
+  p->stats.steps = p->n_steps;
+  if (st == KILN_OK) st = plan_memory(p);
+  if (st == KILN_OK && p->arena_bytes) {
+    p->arena = kiln_alloc(p->arena_bytes);
+    if (!p->arena) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory for a %zu-byte arena", p->arena_bytes);
+  }
+  if (st == KILN_OK) {
+    p->arena_var = kiln_engine_new_var(p->engine);
+    if (!p->arena_var) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+  }
+done:
+  for (int i = 0; s.folded && i < n; i++) kiln_tensor_release(s.folded[i]);
+  kiln_free(s.forward), kiln_free(s.same_as), kiln_free(s.folded), kiln_free(s.live), kiln_free(value_of);
+  if (st != KILN_OK) {
+    kiln_plan_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p) { return p ? p->stats : (kiln_plan_stats){0}; }
+int kiln_plan_num_inputs(const kiln_plan *p) { return p ? p->n_inputs : 0; }
+
+/* ------------------------------------------------------------ running */
+
+typedef struct {
+  kiln_plan *plan;
+  kiln_tensor **inputs, **outputs; /* retained */
+  kiln_attr_value *random_attrs;   /* per step: drawn at the call, for random ops */
+} plan_run;
+
+static kk_view value_view(const plan_run *r, int v) {
+  const kiln_plan *p = r->plan;
+  const plan_value *pv = &p->values[v];
+  kk_view view = {.dtype = pv->dtype, .ndim = pv->ndim};
+  memcpy(view.shape, pv->shape, sizeof view.shape);
+  memcpy(view.strides, pv->strides, sizeof view.strides);
+  switch (pv->kind) {
+  case VAL_INPUT: view.data = tensor_data(r->inputs[pv->index]); break;
+  case VAL_BOUND: view.data = tensor_data(pv->bound); break;
+  case VAL_ARENA: view.data = (char *)p->arena + pv->offset; break;
+  case VAL_OUTPUT: view.data = tensor_data(r->outputs[pv->index]); break;
+  case VAL_VIEW: {
+    kk_view base = value_view(r, pv->index);
+    view.data = (char *)base.data + pv->offset * (int64_t)kiln_dtype_size(pv->dtype);
+    break;
+  }
+  }
+  return view;
+}
+
+static kiln_status run_plan(void *data) {
+  plan_run *r = data;
+  const kiln_plan *p = r->plan;
+  kk_view vin[64], vout[64];
+  for (int s = 0; s < p->n_steps; s++) {
+    const plan_step *st = &p->steps[s];
+    kiln_op_call c = {.def = kiln_op_get(st->op), .n_in = st->n_in, .n_out = st->n_out, .in = vin, .out = vout,
+                      .reference = p->opts.reference_kernels};
+    memcpy(c.attrs, r->random_attrs ? &r->random_attrs[s * KILN_MAX_ATTRS] : st->attrs, sizeof c.attrs);
+    for (int k = 0; k < st->n_in; k++) vin[k] = value_view(r, st->in[k]);
+    for (int k = 0; k < st->n_out; k++) vout[k] = value_view(r, st->out[k]);
+    kiln_kernel_fn fn = c.reference && c.def->reference ? c.def->reference : c.def->kernel;
+    kiln_status status = fn(&c);
+    if (status != KILN_OK) {
+      char label[96];
+      graph_node_label(p->graph, st->node, label, sizeof label);
+      return kiln_errorf(status, "plan step %d (node %s): %s", s, label, kiln_last_error());
+    }
+  }
+  return KILN_OK;
+}
+
+static void free_run(void *data) {
+  plan_run *r = data;
+  for (int i = 0; i < r->plan->n_inputs; i++) kiln_tensor_release(r->inputs[i]);
+  for (int k = 0; k < r->plan->n_outputs; k++) kiln_tensor_release(r->outputs[k]);
+  kiln_free(r->random_attrs);
+  kiln_free(r->inputs); /* outputs share its allocation */
+  kiln_free(r);
+}
+
+kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs) {
+  if (!p || !outputs || (n_in && !inputs))
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: plan, inputs or outputs is NULL");
+  for (int k = 0; k < p->n_outputs; k++) outputs[k] = NULL;
+  if (n_in != p->n_inputs)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: the plan takes %d inputs, got %d", p->n_inputs, n_in);
+  for (int i = 0; i < n_in; i++) {
+    const graph_node *node = &p->graph->nodes[p->input_nodes[i]];
+    const kiln_tensor *t = inputs[i];
+    if (!t || t->sym) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is %s", node->name, t ? "symbolic" : "NULL");
+    if (tensor_failed(t)) return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", node->name, t->error);
+    if (t->dtype != node->out[0].dtype || t->ndim != node->out[0].ndim ||
+        memcmp(t->shape, node->out[0].shape, sizeof(int64_t) * (size_t)t->ndim)) {
+      char want[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
+      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", node->name,
+                         kiln_dtype_name(node->out[0].dtype), kiln_shape_str(want, sizeof want, node->out[0].ndim, node->out[0].shape),
+                         kiln_dtype_name(t->dtype), kiln_shape_str(got, sizeof got, t->ndim, t->shape));
+    }
+  }
+  plan_run *r = kiln_calloc(1, sizeof *r);
+  int n_vars = n_in + p->n_values + p->n_outputs + 1;
+  kiln_engine_var **vars = kiln_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
+  if (r) {
+    r->plan = p;
+    r->inputs = kiln_calloc((size_t)(n_in + p->n_outputs + 1), sizeof(kiln_tensor *));
+  }
+  if (!r || !vars || !r->inputs) {
+    if (r) kiln_free(r->inputs);
+    kiln_free(r), kiln_free(vars);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
+  }
+  r->outputs = r->inputs + n_in;
+  kiln_status st = KILN_OK;
+  /* The plan's views assume contiguous inputs. */
+  for (int i = 0; i < n_in; i++) {
+    kiln_tensor *c = inputs[i];
+    if (!kiln_tensor_is_contiguous(c)) {
+      kiln_dispatch_owned(KILN_OP_COPY, 1, &c, NULL, 1, &r->inputs[i]);
+    } else {
+      r->inputs[i] = kiln_tensor_retain(c);
+    }
+  }
+  for (int k = 0; k < p->n_outputs; k++) {
+    const plan_value *v = &p->values[p->outputs[k]];
+    r->outputs[k] = tensor_new(v->dtype, v->ndim, v->shape);
+    if (tensor_failed(r->outputs[k]) && st == KILN_OK) st = kiln_errorf(r->outputs[k]->status, "kiln_plan_run: %s", r->outputs[k]->error);
+  }
+  /* Random ops draw fresh counters at each call, as eager ones do. */
+  for (int s = 0; st == KILN_OK && s < p->n_steps; s++) {
+    const plan_step *ps = &p->steps[s];
+    if (!(kiln_op_get(ps->op)->flags & KILN_OP_RANDOM)) continue;
+    if (!r->random_attrs) {
+      r->random_attrs = kiln_alloc(sizeof(kiln_attr_value) * KILN_MAX_ATTRS * (size_t)p->n_steps);
+      if (!r->random_attrs) {
+        st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
+        break;
+      }
+      for (int t = 0; t < p->n_steps; t++) memcpy(&r->random_attrs[t * KILN_MAX_ATTRS], p->steps[t].attrs, sizeof p->steps[t].attrs);
+    }
+    kiln_attr_value *a = &r->random_attrs[s * KILN_MAX_ATTRS];
+    int64_t numel = 1;
+    const plan_value *out = &p->values[ps->n_out ? ps->out[0] : ps->in[0]];
+    for (int d = 0; d < out->ndim; d++) numel *= out->shape[d];
+    graph_random_redraw(ps->op, a, (uint64_t)numel);
+  }
+  int nr = 0, nw = 0;
+  for (int i = 0; st == KILN_OK && i < n_in; i++) vars[nr++] = r->inputs[i]->storage->var;
+  for (int v = 0; st == KILN_OK && v < p->n_values; v++)
+    if (p->values[v].kind == VAL_BOUND) vars[nr++] = p->values[v].bound->storage->var;
+  kiln_engine_var **writes = vars + nr;
+  for (int k = 0; st == KILN_OK && k < p->n_outputs; k++) writes[nw++] = r->outputs[k]->storage->var;
+  writes[nw++] = p->arena_var;
+  /* The caller's handles, taken before the push: the run may finish and
+   * release its own at once. */
+  for (int k = 0; st == KILN_OK && k < p->n_outputs; k++) outputs[k] = kiln_tensor_retain(r->outputs[k]);
+  if (st == KILN_OK) st = kiln_engine_push(p->engine, run_plan, free_run, r, vars, nr, writes, nw, "plan", 0);
+  kiln_free(vars);
+  if (st != KILN_OK) {
+    for (int k = 0; k < p->n_outputs; k++) {
+      kiln_tensor_release(outputs[k]);
+      outputs[k] = NULL;
+    }
+    free_run(r);
+    return st;
+  }
+  for (int k = 0; k < p->n_outputs; k++) outputs[k] = tensor_autorelease(outputs[k]);
+  return KILN_OK;
+}
+
+/* ------------------------------------------------------------ dumps */
+
+static void print_attrs(FILE *f, const kiln_op_def *def, const kiln_attr_value *a) {
+  for (int k = 0; k < def->n_attrs; k++) {
+    fprintf(f, "%s%s=", k ? ", " : " {", def->attrs[k].name);
+    if (def->attrs[k].type == KILN_ATTR_FLOAT)
+      fprintf(f, "%g", a[k].f);
+    else if (def->attrs[k].type == KILN_ATTR_INT)
+      fprintf(f, "%lld", (long long)a[k].i);
+    else
+      for (int i = 0; i < a[k].n; i++) fprintf(f, "%s%lld", i ? "x" : "", (long long)a[k].ints[i]);
+  }
+  if (def->n_attrs) fputc('}', f);
+}
+
+static void print_desc(FILE *f, kiln_dtype dt, int ndim, const int64_t *shape) {
+  char buf[KILN_SHAPE_STR_MAX];
+  fprintf(f, "%s %s", kiln_dtype_name(dt), kiln_shape_str(buf, sizeof buf, ndim, shape));
+}
+
+kiln_status kiln_graph_dump(const kiln_graph *g, FILE *f, bool dot) {
+  if (!g || !f) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_graph_dump: graph or file is NULL");
+  if (dot) fprintf(f, "digraph kiln {\n  node [shape=box, fontname=monospace];\n");
+  for (int i = 0; i < g->n; i++) {
+    const graph_node *n = &g->nodes[i];
+    char label[96];
+    graph_node_label(g, i, label, sizeof label);
+    if (dot) {
+      fprintf(f, "  n%d [label=\"%s\\n", i, label);
+      print_desc(f, n->out[0].dtype, n->out[0].ndim, n->out[0].shape);
+      fprintf(f, "\"];\n");
+      for (int k = 0; k < n->n_in; k++) fprintf(f, "  n%d -> n%d;\n", n->in[k].node, i);
+      continue;
+    }
+    fprintf(f, "%s", label);
+    if (n->kind == GRAPH_OP) {
+      print_attrs(f, kiln_op_get(n->op), n->attrs);
+      fprintf(f, " (");
+      for (int k = 0; k < n->n_in; k++) fprintf(f, "%s#%d.%d", k ? ", " : "", n->in[k].node, n->in[k].index);
+      fprintf(f, ")");
+    }
+    for (int k = 0; k < n->n_out; k++) {
+      fprintf(f, k ? ", " : " -> ");
+      print_desc(f, n->out[k].dtype, n->out[k].ndim, n->out[k].shape);
+    }
+    fputc('\n', f);
+  }
+  if (dot) fprintf(f, "}\n");
+  return ferror(f) ? kiln_errorf(KILN_ERR_IO, "kiln_graph_dump: write failed") : KILN_OK;
+}
+
+static const char *value_kind_name(const plan_value *v) {
+  static const char *names[] = {"input", "bound", "arena", "view", "output"};
+  return names[v->kind];
+}
+
+kiln_status kiln_plan_dump(const kiln_plan *p, FILE *f, bool dot) {
+  if (!p || !f) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_dump: plan or file is NULL");
+  if (dot) fprintf(f, "digraph plan {\n  node [shape=box, fontname=monospace];\n");
+  else
+    fprintf(f, "plan: %d steps, %d values, arena %zu bytes (%lld without reuse)\n", p->n_steps, p->n_values,
+            p->arena_bytes, (long long)p->stats.unplanned_bytes);
+  for (int s = 0; s < p->n_steps; s++) {
+    const plan_step *st = &p->steps[s];
+    const kiln_op_def *def = kiln_op_get(st->op);
+    if (dot) {
+      fprintf(f, "  s%d [label=\"%s\"];\n", s, def->name);
+      for (int k = 0; k < st->n_in; k++)
+        for (int t = 0; t < s; t++)
+          for (int o = 0; o < p->steps[t].n_out; o++)
+            if (p->steps[t].out[o] == root_of(p, st->in[k])) fprintf(f, "  s%d -> s%d;\n", t, s);
+      continue;
+    }
+    fprintf(f, "%3d %s", s, def->name);
+    print_attrs(f, def, st->attrs);
+    fprintf(f, " (");
+    for (int k = 0; k < st->n_in; k++)
+      fprintf(f, "%s%%%d %s", k ? ", " : "", st->in[k], value_kind_name(&p->values[st->in[k]]));
+    fprintf(f, ") ->");
+    for (int k = 0; k < st->n_out; k++) {
+      const plan_value *v = &p->values[st->out[k]];
+      fprintf(f, " %%%d %s", st->out[k], value_kind_name(v));
+      if (v->kind == VAL_ARENA) fprintf(f, "@%lld", (long long)v->offset);
+      fputc(' ', f);
+      print_desc(f, v->dtype, v->ndim, v->shape);
+    }
+    fputc('\n', f);
+  }
+  if (dot) fprintf(f, "}\n");
+  return ferror(f) ? kiln_errorf(KILN_ERR_IO, "kiln_plan_dump: write failed") : KILN_OK;
+}

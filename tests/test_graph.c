@@ -1,0 +1,262 @@
+/* Symbolic graphs: build with the ordinary ops, compile, run. Every plan's
+ * outputs are compared with the same ops run eagerly on the same values
+ * (the plan calls the same kernels, so the bits agree exactly), with each
+ * pass on and off; and each pass is checked to do what it says (steps
+ * removed, arena reused), errors to name the op. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+/* The expression under test, on either symbolic or concrete inputs. */
+typedef kiln_tensor *(*expr_fn)(kiln_tensor **in, kiln_tensor *const *params);
+
+static kiln_tensor *params[4];
+
+static kiln_tensor *mlp(kiln_tensor **in, kiln_tensor *const *p) {
+  kiln_tensor *h = kiln_relu(kiln_linear(in[0], p[0], p[1]));
+  return kiln_log_softmax(kiln_linear(h, p[2], p[3]), -1);
+}
+
+/* Views (transpose, slice, reshape, broadcast), broadcasting binary ops,
+ * reductions, a multi-output op and a creation op. */
+static kiln_tensor *views_and_reductions(kiln_tensor **in, kiln_tensor *const *p) {
+  (void)p;
+  kiln_tensor *x = in[0], *b = in[1];
+  kiln_tensor *t = kiln_transpose(x, 0, 1);                              /* [5, 4] */
+  kiln_tensor *s = kiln_slice(t, 0, 1, 5, 2);                            /* [2, 4] */
+  kiln_tensor *m = kiln_mul(kiln_add(s, b), kiln_full(KILN_F32, 0, NULL, 0.5)); /* b [4] broadcast */
+  kiln_tensor *parts[2];
+  kiln_split(x, 1, 2, (int64_t[]){2, 3}, parts);
+  kiln_tensor *r = kiln_sum(kiln_reshape(m, 1, (int64_t[]){8}), 0, NULL, true);
+  return kiln_add(kiln_mean(parts[1], 1, (int[]){1}, false), kiln_tanh(r)); /* [4] + [1] */
+}
+
+static kiln_tensor *conv_net(kiln_tensor **in, kiln_tensor *const *p) {
+  kiln_conv2d_params cp = kiln_conv2d_params_default();
+  cp.padding[0] = cp.padding[1] = 1;
+  kiln_pool2d_params pp = kiln_pool2d_params_default(2, 2);
+  kiln_tensor *h = kiln_max_pool2d(kiln_relu(kiln_conv2d(in[0], p[0], p[1], &cp)), &pp);
+  return kiln_softmax(kiln_reshape(h, 2, (int64_t[]){kiln_tensor_dim(h, 0), -1}), 1);
+}
+
+typedef struct {
+  const char *name;
+  expr_fn f;
+  int n_in;
+  int ndim[2];
+  int64_t shape[2][4];
+} expr_case;
+
+static const expr_case cases[] = {
+    {"mlp", mlp, 1, {2}, {{6, 8}}},
+    {"views and reductions", views_and_reductions, 2, {2, 1}, {{4, 5}, {4}}},
+    {"conv net", conv_net, 1, {4}, {{2, 3, 6, 6}}},
+};
+
+static void make_params(void) {
+  params[0] = tu_random(KILN_F32, 2, TU_SHAPE(7, 8), 1, -0.5, 0.5);
+  params[1] = tu_random(KILN_F32, 1, TU_SHAPE(7), 2, -0.5, 0.5);
+  params[2] = tu_random(KILN_F32, 2, TU_SHAPE(3, 7), 3, -0.5, 0.5);
+  params[3] = tu_random(KILN_F32, 1, TU_SHAPE(3), 4, -0.5, 0.5);
+}
+
+static void release_params(void) { tu_release_n(4, params); }
+
+static kiln_plan *compile_case(const expr_case *c, const kiln_compile_options *o, kiln_tensor *const *p) {
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *in[2];
+  for (int i = 0; i < c->n_in; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "x%d", i);
+    in[i] = kiln_graph_input(g, name, KILN_F32, c->ndim[i], c->shape[i]);
+  }
+  kiln_tensor *y = c->f(in, p);
+  assert_true(tu_ok(c->name, y));
+  kiln_plan *plan = kiln_graph_compile(g, 1, &y, o);
+  if (!plan) fprintf(stderr, "%s: %s\n", c->name, kiln_last_error());
+  assert_non_null(plan);
+  kiln_graph_release(g);
+  return plan;
+}
+
+static void plans_equal_eager(void **state) {
+  (void)state;
+  make_params();
+  kiln_tensor *conv_params[2] = {tu_random(KILN_F32, 4, TU_SHAPE(4, 3, 3, 3), 5, -0.5, 0.5),
+                                 tu_random(KILN_F32, 1, TU_SHAPE(4), 6, -0.5, 0.5)};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const expr_case *c = &cases[i];
+    kiln_tensor *const *p = c->f == conv_net ? conv_params : params;
+    for (int variant = 0; variant < 3; variant++) {
+      kiln_compile_options o = kiln_compile_options_default();
+      if (variant == 1) o.simplify = o.cse = o.fold = o.dce = o.plan_memory = false;
+      if (variant == 2) o.reference_kernels = true;
+      kiln_scope_begin();
+      kiln_plan *plan = compile_case(c, &o, p);
+      kiln_tensor *in[2];
+      for (int k = 0; k < c->n_in; k++) in[k] = tu_random(KILN_F32, c->ndim[k], c->shape[k], 10 + k, -1, 1);
+      kiln_tensor *got;
+      assert_int_equal(kiln_plan_run(plan, c->n_in, in, &got), KILN_OK);
+      bool old = kiln_use_reference_kernels(variant == 2);
+      kiln_tensor *want = c->f(in, p);
+      kiln_use_reference_kernels(old);
+      char label[96];
+      snprintf(label, sizeof label, "%s, variant %d", c->name, variant);
+      assert_true(tu_close(label, got, want, 0, 0));
+      /* A second run on other values reuses the arena. */
+      kiln_tensor *in2[2];
+      for (int k = 0; k < c->n_in; k++) {
+        /* In the open scope, as tu_random's; the plan copies it contiguous. */
+        in2[k] = tu_noncontiguous(tu_random(KILN_F32, c->ndim[k], c->shape[k], 20 + k, -1, 1));
+      }
+      assert_int_equal(kiln_plan_run(plan, c->n_in, in2, &got), KILN_OK);
+      old = kiln_use_reference_kernels(variant == 2);
+      want = c->f(in2, p);
+      kiln_use_reference_kernels(old);
+      assert_true(tu_close(label, got, want, 0, 0));
+      kiln_plan_free(plan);
+      kiln_scope_end();
+    }
+  }
+  tu_release_n(2, conv_params);
+  release_params();
+}
+
+static kiln_tensor *input(kiln_graph *g, const char *name) { return kiln_graph_input(g, name, KILN_F32, 1, TU_SHAPE(1000)); }
+
+static void passes_do_their_job(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *x = input(g, "x");
+  /* Dead: an unused branch. Common: exp(x) twice. Simplifiable: (x * 1) +
+   * 0. Outside a trace, ops on concrete tensors alone run at once (six is
+   * concrete), so only traces leave constants to fold (test_hybrid). */
+  kiln_tensor *dead = kiln_sin(kiln_cos(x));
+  (void)dead;
+  kiln_tensor *e1 = kiln_exp(x), *e2 = kiln_exp(x);
+  kiln_tensor *six = kiln_mul(kiln_full(KILN_F32, 0, NULL, 2), kiln_full(KILN_F32, 0, NULL, 3));
+  kiln_tensor *same = kiln_add_scalar(kiln_mul_scalar(x, 1), 0);
+  kiln_tensor *y = kiln_add(kiln_mul(kiln_add(e1, e2), six), same);
+  kiln_plan *all = kiln_graph_compile(g, 1, &y, NULL);
+  kiln_compile_options none = {false, false, false, false, false, false};
+  kiln_plan *raw = kiln_graph_compile(g, 1, &y, &none);
+  assert_non_null(all);
+  assert_non_null(raw);
+  kiln_plan_stats a = kiln_plan_get_stats(all), r = kiln_plan_get_stats(raw);
+  /* exp, add, mul, add: 4 steps; without passes the two dead ops, the
+   * second exp and the identities stay. */
+  assert_int_equal(a.steps, 4);
+  assert_int_equal(r.steps, 9);
+  assert_int_equal(a.merged, 1);
+  assert_int_equal(a.folded, 0);
+  assert_int_equal(a.simplified, 2);
+  kiln_tensor *xv = tu_random(KILN_F32, 1, TU_SHAPE(1000), 3, -1, 1), *ya, *yr;
+  assert_int_equal(kiln_plan_run(all, 1, &xv, &ya), KILN_OK);
+  assert_int_equal(kiln_plan_run(raw, 1, &xv, &yr), KILN_OK);
+  kiln_tensor *want = kiln_add(kiln_mul_scalar(kiln_exp(xv), 12), xv);
+  assert_true(tu_close("all passes", ya, want, 1e-6, 0));
+  assert_true(tu_close("no passes", yr, want, 1e-6, 0));
+
+  /* A chain of ten ops on 4 000-byte values: with planning, two buffers
+   * take turns; without, ten. */
+  kiln_tensor *h = x;
+  for (int i = 0; i < 10; i++) h = kiln_tanh(kiln_add_scalar(h, 0.1));
+  kiln_plan *chain = kiln_graph_compile(g, 1, &h, NULL);
+  kiln_plan_stats cs = kiln_plan_get_stats(chain);
+  assert_true(cs.arena_bytes <= 2 * 4032);
+  assert_true(cs.unplanned_bytes >= 18 * 4000);
+
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  assert_int_equal(kiln_graph_dump(g, f, false), KILN_OK);
+  assert_int_equal(kiln_plan_dump(all, f, false), KILN_OK);
+  assert_int_equal(kiln_plan_dump(all, f, true), KILN_OK);
+  fclose(f);
+  assert_non_null(strstr(text, "#0 input 'x' -> float32 [1000]"));
+  assert_non_null(strstr(text, "plan: 4 steps"));
+  assert_non_null(strstr(text, "digraph plan {"));
+  free(text);
+  kiln_plan_free(all);
+  kiln_plan_free(raw);
+  kiln_plan_free(chain);
+  kiln_graph_release(g);
+  kiln_scope_end();
+}
+
+static void bound_tensors_are_read_at_each_run(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *w = kiln_keep(kiln_ones(KILN_F32, 1, TU_SHAPE(3)));
+  kiln_tensor *x = kiln_graph_input(g, "x", KILN_F32, 1, TU_SHAPE(3));
+  kiln_tensor *y = kiln_mul(x, w);
+  kiln_tensor *noise = kiln_random_uniform(NULL, 0, 1, KILN_F32, 1, TU_SHAPE(4)); /* concrete: no trace */
+  (void)noise;
+  kiln_tensor *r = kiln_add(kiln_dropout(NULL, x, 0.5), kiln_zeros(KILN_F32, 0, NULL));
+  kiln_plan *p = kiln_graph_compile(g, 1, &y, NULL), *q = kiln_graph_compile(g, 1, &r, NULL);
+  kiln_tensor *xv = kiln_full(KILN_F32, 1, TU_SHAPE(3), 2), *out;
+  assert_int_equal(kiln_plan_run(p, 1, &xv, &out), KILN_OK);
+  assert_true(tu_close_values("w = 1", out, (double[]){2, 2, 2}, 3, 0, 0));
+  assert_int_equal(kiln_assign(w, kiln_full(KILN_F32, 0, NULL, 3)), KILN_OK);
+  assert_int_equal(kiln_plan_run(p, 1, &xv, &out), KILN_OK);
+  assert_true(tu_close_values("w = 3", out, (double[]){6, 6, 6}, 3, 0, 0));
+  /* Dropout draws a new mask at each run. */
+  kiln_tensor *big = kiln_ones(KILN_F32, 1, TU_SHAPE(3)), *m1, *m2;
+  int differ = 0;
+  for (int i = 0; i < 8 && !differ; i++) {
+    assert_int_equal(kiln_plan_run(q, 1, &big, &m1), KILN_OK);
+    assert_int_equal(kiln_plan_run(q, 1, &big, &m2), KILN_OK);
+    double a[3], b[3];
+    kiln_tensor_copy_to(m1, a, sizeof a), kiln_tensor_copy_to(m2, b, sizeof b);
+    differ = memcmp(a, b, sizeof a) != 0;
+  }
+  assert_true(differ);
+  kiln_plan_free(p);
+  kiln_plan_free(q);
+  kiln_tensor_release(w);
+  kiln_graph_release(g);
+  kiln_scope_end();
+}
+
+static void errors_name_the_op(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_graph *g = kiln_graph_new(), *h = kiln_graph_new();
+  kiln_tensor *x = kiln_graph_input(g, "x", KILN_F32, 2, TU_SHAPE(2, 3));
+  TU_FAILS(kiln_graph_input(g, "x", KILN_F32, 1, TU_SHAPE(1)), KILN_ERR_INVALID_ARGUMENT, "already has an input 'x'");
+  /* Shape errors at the call, as eagerly. */
+  TU_FAILS(kiln_matmul(x, x), KILN_ERR_SHAPE, "matmul");
+  kiln_tensor *y = kiln_exp(x);
+  double v;
+  assert_int_equal(kiln_tensor_item(y, &v), KILN_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kiln_last_error(), "the output of exp is symbolic"));
+  assert_int_equal(kiln_wait_to_read(y), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_attach_grad(y, KILN_GRAD_WRITE), KILN_ERR_INVALID_ARGUMENT);
+  kiln_tensor *other = kiln_graph_input(h, "z", KILN_F32, 2, TU_SHAPE(2, 3));
+  TU_FAILS(kiln_add(x, other), KILN_ERR_INVALID_ARGUMENT, "add: input 1 belongs to another graph");
+  assert_null(kiln_graph_compile(h, 1, &y, NULL));
+  assert_non_null(strstr(kiln_last_error(), "not a value of this graph"));
+  kiln_plan *p = kiln_graph_compile(g, 1, &y, NULL);
+  kiln_tensor *out, *wrong = kiln_zeros(KILN_F32, 2, TU_SHAPE(3, 2));
+  assert_int_equal(kiln_plan_run(p, 1, &wrong, &out), KILN_ERR_SHAPE);
+  assert_non_null(strstr(kiln_last_error(), "input 'x' must be float32 [2, 3], got float32 [3, 2]"));
+  assert_int_equal(kiln_plan_run(p, 0, NULL, &out), KILN_ERR_INVALID_ARGUMENT);
+  kiln_plan_free(p);
+  kiln_graph_release(g);
+  kiln_graph_release(h);
+  kiln_scope_end();
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(plans_equal_eager),
+      cmocka_unit_test(passes_do_their_job),
+      cmocka_unit_test(bound_tensors_are_read_at_each_run),
+      cmocka_unit_test(errors_name_the_op),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
