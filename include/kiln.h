@@ -502,6 +502,61 @@ KILN_API void kiln_optimizer_free(kiln_optimizer *o);
 KILN_API kiln_status kiln_optimizer_step(kiln_optimizer *o, double batch_size);
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr);
 
+/* ---------------------------------------------------------------- symbolic graphs */
+
+/* The chapter's three steps: define, compile, run. A graph's inputs are
+ * symbolic tensors (a shape and dtype, no values); the ordinary op
+ * functions given a symbolic tensor append a node to its graph instead of
+ * computing, with shapes and dtypes checked at the call exactly as eagerly.
+ * Concrete tensors an op uses (parameters) are bound by reference: a run
+ * reads their values at the time. Reading a symbolic tensor's value fails,
+ * naming the op that made it. */
+typedef struct kiln_graph kiln_graph;
+typedef struct kiln_plan kiln_plan;
+
+KILN_API kiln_graph *kiln_graph_new(void);
+KILN_API kiln_graph *kiln_graph_retain(kiln_graph *g);
+KILN_API void kiln_graph_release(kiln_graph *g); /* symbolic tensors keep their graph alive */
+/* An input named name (unique in g); the plan's inputs are in this order. */
+KILN_API kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, int ndim, const int64_t *shape);
+
+/* The passes, each on by default; KILN_DISABLE_PASSES (a list of the
+ * names: simplify, cse, fold, dce, memory) turns them off in
+ * kiln_compile_options_default. */
+typedef struct {
+  bool simplify;          /* x*1, x+0, double transpose, reshape chains */
+  bool cse;               /* one computation of identical (op, inputs, attributes) */
+  bool fold;              /* ops on constants computed at compile time */
+  bool dce;               /* only what the outputs need */
+  bool plan_memory;       /* arena buffers reused after their last reader */
+  bool reference_kernels; /* run the reference kernels (for checking) */
+} kiln_compile_options;
+KILN_API kiln_compile_options kiln_compile_options_default(void);
+
+typedef struct {
+  int nodes_before, steps;
+  int simplified, merged, folded;
+  int64_t arena_bytes, unplanned_bytes;
+} kiln_plan_stats;
+
+/* A plan computing outputs (values of g) from g's inputs. NULL +
+ * kiln_last_error on failure. The plan holds the graph and the bound
+ * tensors. */
+KILN_API kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outputs,
+                                       const kiln_compile_options *options);
+/* Runs the plan on concrete inputs (each with its input's dtype and shape)
+ * as one engine op, and returns at once; outputs[k] are new tensors in the
+ * open scope. Runs of one plan are ordered (they share its arena). */
+KILN_API kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs);
+/* Waits for the plan's runs, then frees it. NULL does nothing. */
+KILN_API void kiln_plan_free(kiln_plan *p);
+KILN_API kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p);
+KILN_API int kiln_plan_num_inputs(const kiln_plan *p);
+/* The graph as built (every node) and the plan (its steps, values and
+ * arena placement), as text or Graphviz dot. */
+KILN_API kiln_status kiln_graph_dump(const kiln_graph *g, FILE *out, bool dot);
+KILN_API kiln_status kiln_plan_dump(const kiln_plan *p, FILE *out, bool dot);
+
 /* ---------------------------------------------------------------- blocks and layers */
 
 /* A block is parameters + children + a forward function, as a Gluon Block:
@@ -612,6 +667,30 @@ KILN_API kiln_status kiln_block_cast(kiln_block *b, kiln_dtype dt);
 /* Prints b's tree, one line per block with its parameters' shapes. */
 KILN_API kiln_status kiln_block_print(kiln_block *b, FILE *out);
 
+/* Hybridization. After kiln_block_hybridize (which applies to the children
+ * too), the first call of b with an input signature (dtypes, shapes,
+ * training flag) runs forward with symbolic inputs, compiles the graph it
+ * builds (kiln_graph_compile) and caches the plan; later calls with that
+ * signature run the plan. Side effects of forward (a printf) happen only
+ * while tracing, as in d2l's chapter. The cache holds cache_capacity
+ * plans (least recently used goes); kiln_block_trace_log says when and why
+ * each trace happened. A block that cannot be traced (it reads values, or
+ * calls C code that needs them) is marked with kiln_block_set_traceable;
+ * a hybridized ancestor then runs its own forward imperatively and its
+ * other hybridized children still run plans. While autograd records, calls
+ * run imperatively (gradients through plans are the next step of 4/8). */
+typedef struct {
+  bool active; /* false: back to imperative */
+  int cache_capacity;
+  kiln_compile_options compile;
+} kiln_hybridize_options;
+KILN_API kiln_hybridize_options kiln_hybridize_options_default(void); /* active, 8 plans, default passes */
+KILN_API kiln_status kiln_block_hybridize(kiln_block *b, const kiln_hybridize_options *options);
+KILN_API kiln_status kiln_block_set_traceable(kiln_block *b, bool traceable);
+/* One line per trace: "trace 2 (input 0 is float32 [16, 784], was float32
+ * [256, 784]): 9 nodes -> 5 steps, arena 20480 bytes". "" before any. */
+KILN_API const char *kiln_block_trace_log(const kiln_block *b);
+
 /* Layers (Gluon's nn). Activations fuse into Dense and Conv2D. */
 typedef enum {
   KILN_ACT_NONE = 0,
@@ -710,61 +789,6 @@ KILN_API kiln_status kiln_metric_update(kiln_metric *m, kiln_tensor *pred, kiln_
 /* The value so far (NAN before any sample) and the samples counted. */
 KILN_API kiln_status kiln_metric_get(kiln_metric *m, double *value, int64_t *samples);
 KILN_API void kiln_metric_reset(kiln_metric *m);
-
-/* ---------------------------------------------------------------- symbolic graphs */
-
-/* The chapter's three steps: define, compile, run. A graph's inputs are
- * symbolic tensors (a shape and dtype, no values); the ordinary op
- * functions given a symbolic tensor append a node to its graph instead of
- * computing, with shapes and dtypes checked at the call exactly as eagerly.
- * Concrete tensors an op uses (parameters) are bound by reference: a run
- * reads their values at the time. Reading a symbolic tensor's value fails,
- * naming the op that made it. */
-typedef struct kiln_graph kiln_graph;
-typedef struct kiln_plan kiln_plan;
-
-KILN_API kiln_graph *kiln_graph_new(void);
-KILN_API kiln_graph *kiln_graph_retain(kiln_graph *g);
-KILN_API void kiln_graph_release(kiln_graph *g); /* symbolic tensors keep their graph alive */
-/* An input named name (unique in g); the plan's inputs are in this order. */
-KILN_API kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, int ndim, const int64_t *shape);
-
-/* The passes, each on by default; KILN_DISABLE_PASSES (a list of the
- * names: simplify, cse, fold, dce, memory) turns them off in
- * kiln_compile_options_default. */
-typedef struct {
-  bool simplify;          /* x*1, x+0, double transpose, reshape chains */
-  bool cse;               /* one computation of identical (op, inputs, attributes) */
-  bool fold;              /* ops on constants computed at compile time */
-  bool dce;               /* only what the outputs need */
-  bool plan_memory;       /* arena buffers reused after their last reader */
-  bool reference_kernels; /* run the reference kernels (for checking) */
-} kiln_compile_options;
-KILN_API kiln_compile_options kiln_compile_options_default(void);
-
-typedef struct {
-  int nodes_before, steps;
-  int simplified, merged, folded;
-  int64_t arena_bytes, unplanned_bytes;
-} kiln_plan_stats;
-
-/* A plan computing outputs (values of g) from g's inputs. NULL +
- * kiln_last_error on failure. The plan holds the graph and the bound
- * tensors. */
-KILN_API kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outputs,
-                                       const kiln_compile_options *options);
-/* Runs the plan on concrete inputs (each with its input's dtype and shape)
- * as one engine op, and returns at once; outputs[k] are new tensors in the
- * open scope. Runs of one plan are ordered (they share its arena). */
-KILN_API kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs);
-/* Waits for the plan's runs, then frees it. NULL does nothing. */
-KILN_API void kiln_plan_free(kiln_plan *p);
-KILN_API kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p);
-KILN_API int kiln_plan_num_inputs(const kiln_plan *p);
-/* The graph as built (every node) and the plan (its steps, values and
- * arena placement), as text or Graphviz dot. */
-KILN_API kiln_status kiln_graph_dump(const kiln_graph *g, FILE *out, bool dot);
-KILN_API kiln_status kiln_plan_dump(const kiln_plan *p, FILE *out, bool dot);
 
 /* ---------------------------------------------------------------- kernels */
 

@@ -7,35 +7,8 @@
 
 #include "nn/nn.h"
 #include "base/base.h"
+#include "graph/graph.h"
 #include "imperative/dispatch.h"
-
-typedef struct {
-  char *name;
-  kiln_dtype dtype;
-  int ndim;
-  int64_t shape[KILN_MAX_DIMS]; /* 0: unknown until a forward or a load fixes it */
-  bool has_own_init, initialized;
-  kiln_init own_init, init; /* init: the one chosen by kiln_block_initialize */
-  kiln_grad_req req;
-  kiln_tensor *data; /* owned; NULL until shape and init are known */
-} param;
-
-typedef struct {
-  char *name;
-  kiln_block *block;
-} child;
-
-struct kiln_block {
-  atomic_long refs;
-  char *type;
-  kiln_forward_fn forward;
-  void *user;
-  void (*free_user)(void *);
-  param *params;
-  int n_params, cap_params;
-  child *children;
-  int n_children, cap_children;
-};
 
 static char *dup(const char *s) {
   size_t n = strlen(s) + 1;
@@ -79,6 +52,7 @@ void kiln_block_release(kiln_block *b) {
     kiln_block_release(b->children[i].block);
   }
   if (b->free_user) b->free_user(b->user);
+  hybrid_free(b->hybrid);
   kiln_free(b->params);
   kiln_free(b->children);
   kiln_free(b->type);
@@ -220,10 +194,14 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
 /* Gives p data drawn from its initialiser (or replaces the values in
  * place, so optimisers holding the tensor keep seeing it). */
 static kiln_status materialize(const kiln_block *b, param *p) {
+  /* Inside a trace the first forward fixes shapes; the values themselves
+   * are made now, eagerly, not recorded into the graph. */
+  kiln_graph *trace = graph_trace_suspend();
+  kiln_status st = KILN_OK;
   char what[256];
   snprintf(what, sizeof what, "%s parameter '%s'", b->type, p->name);
   kiln_tensor *t = nn_init_tensor(&p->init, p->dtype, p->ndim, p->shape, what);
-  kiln_status st = kiln_tensor_status(t);
+  st = kiln_tensor_status(t);
   if (st != KILN_OK) {
     kiln_errorf(st, "%s", kiln_tensor_error(t));
   } else if (p->data) {
@@ -231,11 +209,11 @@ static kiln_status materialize(const kiln_block *b, param *p) {
   } else {
     if (p->req != KILN_GRAD_NULL) st = kiln_attach_grad(t, p->req);
     if (st == KILN_OK) {
-      p->data = t;
-      return KILN_OK;
+      p->data = kiln_tensor_retain(t);
     }
   }
   kiln_tensor_release(t);
+  graph_trace_resume(trace);
   return st;
 }
 
@@ -337,6 +315,14 @@ kiln_tensor *kiln_block_call_n(kiln_block *b, int n, kiln_tensor *const *inputs)
   if (n < 0 || (n && !inputs)) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "kiln_block_call: %s: %d inputs", b->type, n);
   for (int i = 0; i < n; i++)
     if (!inputs[i]) return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "kiln_block_call: %s: input %d is NULL", b->type, i);
+  bool symbolic = graph_tracing();
+  for (int i = 0; i < n && !symbolic; i++) symbolic = graph_ref_of(inputs[i], NULL, NULL) >= 0;
+  if (symbolic && b->untraceable) {
+    hybrid_note_untraceable();
+    return kiln_failed(KILN_ERR_UNSUPPORTED, "%s cannot be traced (kiln_block_set_traceable): it runs imperatively",
+                       b->type);
+  }
+  if (b->hybrid && !symbolic) return hybrid_call(b, n, inputs);
   kiln_tensor *y = b->forward(b, n, inputs);
   return y ? y : kiln_failed(KILN_ERR_INTERNAL, "%s: forward returned NULL", b->type);
 }

@@ -1,0 +1,228 @@
+/* Hybridization: a block's forward traced once per input signature
+ * (shapes, dtypes, training flag) into a graph, compiled, cached, and run
+ * as a plan on later calls. The cache is bounded (least recently used
+ * goes); every trace is logged with its reason. A block whose subtree
+ * cannot be traced (kiln_block_set_traceable) runs its own forward
+ * imperatively, its hybridized children still running their plans. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "imperative/dispatch.h"
+#include "nn/nn.h"
+
+typedef struct {
+  int n;
+  bool training;
+  kiln_dtype dtype[8];
+  int ndim[8];
+  int64_t shape[8][KILN_MAX_DIMS];
+} signature;
+
+typedef struct {
+  signature sig;
+  kiln_plan *plan;
+  uint64_t last_use;
+} cache_entry;
+
+struct hybrid_state {
+  kiln_hybridize_options opts;
+  cache_entry *cache;
+  int n_cached;
+  uint64_t clock;
+  int traces;
+  bool imperative; /* a child cannot be traced */
+  signature last;  /* the previous call's, for the log */
+  bool has_last;
+  char *log;
+  size_t log_len;
+};
+
+static _Thread_local int untraceable_hits;
+
+void hybrid_note_untraceable(void) { untraceable_hits++; }
+
+kiln_hybridize_options kiln_hybridize_options_default(void) {
+  return (kiln_hybridize_options){true, 8, kiln_compile_options_default()};
+}
+
+void hybrid_free(struct hybrid_state *h) {
+  if (!h) return;
+  for (int i = 0; i < h->n_cached; i++) kiln_plan_free(h->cache[i].plan);
+  kiln_free(h->cache);
+  kiln_free(h->log);
+  kiln_free(h);
+}
+
+static kiln_status hybridize_one(kiln_block *b, const kiln_hybridize_options *o) {
+  if (!o->active) {
+    hybrid_free(b->hybrid);
+    b->hybrid = NULL;
+    return KILN_OK;
+  }
+  if (o->cache_capacity < 1)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_block_hybridize: cache capacity %d must be >= 1", o->cache_capacity);
+  struct hybrid_state *h = kiln_calloc(1, sizeof *h);
+  if (h) h->cache = kiln_calloc((size_t)o->cache_capacity, sizeof(cache_entry));
+  if (!h || !h->cache) {
+    if (h) kiln_free(h);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_block_hybridize: out of memory");
+  }
+  h->opts = *o;
+  hybrid_free(b->hybrid); /* new options: traces start afresh */
+  b->hybrid = h;
+  return KILN_OK;
+}
+
+kiln_status kiln_block_hybridize(kiln_block *b, const kiln_hybridize_options *o) {
+  if (!b) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_block_hybridize: block is NULL");
+  kiln_hybridize_options opts = o ? *o : kiln_hybridize_options_default();
+  kiln_status st = hybridize_one(b, &opts);
+  for (int i = 0; st == KILN_OK && i < b->n_children; i++) st = kiln_block_hybridize(b->children[i].block, &opts);
+  return st;
+}
+
+kiln_status kiln_block_set_traceable(kiln_block *b, bool traceable) {
+  if (!b) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_block_set_traceable: block is NULL");
+  b->untraceable = !traceable;
+  return KILN_OK;
+}
+
+const char *kiln_block_trace_log(const kiln_block *b) { return b && b->hybrid && b->hybrid->log ? b->hybrid->log : ""; }
+
+static void log_line(struct hybrid_state *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(struct hybrid_state *h, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int len = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (len < 0) return;
+  if ((size_t)len >= sizeof line) len = (int)sizeof line - 1;
+  char *grown = kiln_alloc(h->log_len + (size_t)len + 2);
+  if (!grown) return; /* the log is advice; the call goes on */
+  if (h->log_len) memcpy(grown, h->log, h->log_len);
+  memcpy(grown + h->log_len, line, (size_t)len);
+  grown[h->log_len + (size_t)len] = '\n';
+  grown[h->log_len + (size_t)len + 1] = '\0';
+  kiln_free(h->log);
+  h->log = grown;
+  h->log_len += (size_t)len + 1;
+}
+
+static bool same_signature(const signature *a, const signature *b) {
+  if (a->n != b->n || a->training != b->training) return false;
+  for (int i = 0; i < a->n; i++)
+    if (a->dtype[i] != b->dtype[i] || a->ndim[i] != b->ndim[i] ||
+        memcmp(a->shape[i], b->shape[i], sizeof(int64_t) * (size_t)a->ndim[i]))
+      return false;
+  return true;
+}
+
+/* Why this call traces: what changed since the previous call. */
+static void trace_reason(const struct hybrid_state *h, const signature *s, char *buf, size_t cap) {
+  if (!h->has_last) {
+    snprintf(buf, cap, "first call");
+    return;
+  }
+  const signature *p = &h->last;
+  if (p->training != s->training) {
+    snprintf(buf, cap, "training %s", s->training ? "on" : "off");
+    return;
+  }
+  if (p->n != s->n) {
+    snprintf(buf, cap, "%d inputs, were %d", s->n, p->n);
+    return;
+  }
+  for (int i = 0; i < s->n; i++) {
+    char was[KILN_SHAPE_STR_MAX], now[KILN_SHAPE_STR_MAX];
+    if (p->dtype[i] != s->dtype[i] || p->ndim[i] != s->ndim[i] ||
+        memcmp(p->shape[i], s->shape[i], sizeof(int64_t) * (size_t)s->ndim[i])) {
+      snprintf(buf, cap, "input %d is %s %s, was %s %s", i, kiln_dtype_name(s->dtype[i]),
+               kiln_shape_str(now, sizeof now, s->ndim[i], s->shape[i]), kiln_dtype_name(p->dtype[i]),
+               kiln_shape_str(was, sizeof was, p->ndim[i], p->shape[i]));
+      return;
+    }
+  }
+  snprintf(buf, cap, "a signature evicted from the cache");
+}
+
+static kiln_plan *trace(kiln_block *b, struct hybrid_state *h, int n, kiln_tensor *const *inputs, kiln_tensor **failure) {
+  kiln_graph *g = kiln_graph_new();
+  if (!g) return NULL;
+  kiln_tensor *ph[8];
+  kiln_scope_begin();
+  for (int i = 0; i < n; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "data%d", i);
+    ph[i] = kiln_graph_input(g, name, kiln_tensor_dtype(inputs[i]), kiln_tensor_ndim(inputs[i]), kiln_tensor_shape(inputs[i]));
+  }
+  int hits = untraceable_hits;
+  graph_trace_begin(g);
+  kiln_tensor *y = b->forward(b, n, ph);
+  graph_trace_end();
+  kiln_plan *plan = NULL;
+  if (untraceable_hits != hits) {
+    h->imperative = true;
+  } else if (!y || kiln_tensor_status(y) != KILN_OK) {
+    *failure = kiln_keep(y ? y : kiln_failed(KILN_ERR_INTERNAL, "%s: forward returned NULL", b->type));
+  } else if (graph_ref_of(y, NULL, NULL) < 0) {
+    h->imperative = true; /* the output does not depend on the graph: nothing to compile */
+  } else {
+    plan = kiln_graph_compile(g, 1, &y, &h->opts.compile);
+    if (!plan) *failure = kiln_keep(kiln_failed(KILN_ERR_INTERNAL, "%s: compiling the trace: %s", b->type, kiln_last_error()));
+  }
+  kiln_scope_end();
+  kiln_graph_release(g);
+  return plan;
+}
+
+kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
+  struct hybrid_state *h = b->hybrid;
+  /* Gradients through plans come with the backward pass of 4/8's second
+   * part; until then a recorded call runs imperatively, on the tape. */
+  if (h->imperative || b->untraceable || kiln_is_recording() || n > 8) return b->forward(b, n, inputs);
+  signature s = {.n = n, .training = kiln_is_training()};
+  for (int i = 0; i < n; i++) {
+    if (kiln_tensor_status(inputs[i]) != KILN_OK) return b->forward(b, n, inputs); /* passes the failure on */
+    s.dtype[i] = kiln_tensor_dtype(inputs[i]);
+    s.ndim[i] = kiln_tensor_ndim(inputs[i]);
+    memcpy(s.shape[i], kiln_tensor_shape(inputs[i]), sizeof(int64_t) * (size_t)s.ndim[i]);
+  }
+  cache_entry *hit = NULL;
+  for (int i = 0; i < h->n_cached && !hit; i++)
+    if (same_signature(&h->cache[i].sig, &s)) hit = &h->cache[i];
+  if (!hit) {
+    char reason[256];
+    trace_reason(h, &s, reason, sizeof reason);
+    kiln_tensor *failure = NULL;
+    kiln_plan *plan = trace(b, h, n, inputs, &failure);
+    h->traces++;
+    if (h->imperative) {
+      log_line(h, "trace %d (%s): a child cannot be traced; %s runs imperatively, its hybridized children compiled",
+               h->traces, reason, b->type);
+      return b->forward(b, n, inputs);
+    }
+    if (!plan) return failure;
+    kiln_plan_stats st = kiln_plan_get_stats(plan);
+    log_line(h, "trace %d (%s): %d nodes -> %d steps, arena %lld bytes", h->traces, reason, st.nodes_before, st.steps,
+             (long long)st.arena_bytes);
+    if (h->n_cached == h->opts.cache_capacity) {
+      int oldest = 0;
+      for (int i = 1; i < h->n_cached; i++)
+        if (h->cache[i].last_use < h->cache[oldest].last_use) oldest = i;
+      kiln_plan_free(h->cache[oldest].plan);
+      h->cache[oldest] = h->cache[--h->n_cached];
+    }
+    hit = &h->cache[h->n_cached++];
+    hit->sig = s;
+    hit->plan = plan;
+  }
+  hit->last_use = ++h->clock;
+  h->last = s;
+  h->has_last = true;
+  kiln_tensor *y;
+  kiln_status st = kiln_plan_run(hit->plan, n, inputs, &y);
+  return st == KILN_OK ? y : kiln_failed(st, "%s: %s", b->type, kiln_last_error());
+}

@@ -1,0 +1,192 @@
+/* Hybridization: the same blocks give the same bits eagerly and
+ * hybridized; forward runs (and prints) only while tracing, once per input
+ * signature; the trace log says why each trace happened; the cache is
+ * bounded; reading a value in a trace fails naming the op; a block that
+ * cannot be traced stays imperative inside a hybridized parent; constants
+ * built in forward are folded. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imperative/dispatch.h"
+#include "testutil.h"
+
+static kiln_block *lenet(void) {
+  kiln_block *net = kiln_nn_sequential();
+  kiln_conv2d_layer_params c1 = kiln_conv2d_layer_params_default(6, 5, 5), c2 = kiln_conv2d_layer_params_default(16, 5, 5);
+  c1.conv.padding[0] = c1.conv.padding[1] = 2;
+  c1.activation = c2.activation = KILN_ACT_RELU;
+  kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
+  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c1));
+  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
+  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c2));
+  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
+  kiln_block_add_child(net, NULL, kiln_nn_batch_norm(0, 0.9, 1e-5));
+  kiln_block_add_child(net, NULL, kiln_nn_dense(120, KILN_ACT_RELU));
+  kiln_block_add_child(net, NULL, kiln_nn_dropout(0.5));
+  kiln_block_add_child(net, NULL, kiln_nn_dense(84, KILN_ACT_SIGMOID));
+  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE)), KILN_OK);
+  return net;
+}
+
+static kiln_block *mlp(void) {
+  kiln_block *net = kiln_nn_sequential();
+  kiln_block_add_child(net, NULL, kiln_nn_flatten());
+  kiln_block_add_child(net, NULL, kiln_nn_dense(256, KILN_ACT_RELU));
+  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE)), KILN_OK);
+  return net;
+}
+
+static void hybridized_equals_eager(void **state) {
+  (void)state;
+  kiln_block *(*make[2])(void) = {mlp, lenet};
+  for (int m = 0; m < 2; m++) {
+    kiln_seed(7);
+    kiln_block *net = make[m]();
+    assert_int_equal(kiln_block_initialize(net, NULL, false), KILN_OK);
+    kiln_scope_begin();
+    kiln_tensor *x = tu_random(KILN_F32, 4, TU_SHAPE(8, 1, 28, 28), 8, 0, 1);
+    kiln_tensor *eager = kiln_block_call(net, x); /* also fixes the deferred shapes */
+    assert_int_equal(kiln_block_hybridize(net, NULL), KILN_OK);
+    for (int rep = 0; rep < 3; rep++) {
+      kiln_tensor *h = kiln_block_call(net, x);
+      assert_true(tu_close(m ? "lenet" : "mlp", h, eager, 0, 0));
+    }
+    /* A new batch size traces again; the values still agree. */
+    kiln_tensor *x2 = tu_random(KILN_F32, 4, TU_SHAPE(3, 1, 28, 28), 9, 0, 1);
+    kiln_tensor *h2 = kiln_block_call(net, x2);
+    kiln_block_hybridize(net, &(kiln_hybridize_options){.active = false});
+    assert_true(tu_close("new batch", h2, kiln_block_call(net, x2), 0, 0));
+    kiln_scope_end();
+    kiln_block_release(net);
+  }
+}
+
+/* The chapter's demonstration: a print in forward shows when it runs. */
+typedef struct {
+  FILE *out;
+  int runs;
+} printer;
+
+static kiln_tensor *printing_forward(kiln_block *self, int n, kiln_tensor *const *in) {
+  (void)n;
+  printer *p = kiln_block_user(self);
+  fprintf(p->out, "forward runs\n");
+  p->runs++;
+  kiln_tensor *h = kiln_block_call(kiln_block_child(self, 0), in[0]);
+  return kiln_add(kiln_mul_scalar(h, 1), kiln_mul(kiln_full(KILN_F32, 0, NULL, 2), kiln_full(KILN_F32, 0, NULL, 3)));
+}
+
+static void forward_runs_only_while_tracing(void **state) {
+  (void)state;
+  char *text = NULL;
+  size_t len = 0;
+  printer p = {open_memstream(&text, &len), 0};
+  kiln_block *b = kiln_block_new("Printer", printing_forward, &p, NULL);
+  assert_int_equal(kiln_block_add_child(b, NULL, kiln_nn_dense(4, KILN_ACT_TANH)), KILN_OK);
+  assert_int_equal(kiln_block_initialize(b, NULL, false), KILN_OK);
+  kiln_hybridize_options o = kiln_hybridize_options_default();
+  o.cache_capacity = 2;
+  assert_int_equal(kiln_block_hybridize(b, &o), KILN_OK);
+  kiln_scope_begin();
+  kiln_tensor *a = tu_random(KILN_F32, 2, TU_SHAPE(5, 3), 1, -1, 1), *c = tu_random(KILN_F32, 2, TU_SHAPE(2, 3), 2, -1, 1);
+  kiln_tensor *d = tu_random(KILN_F32, 2, TU_SHAPE(7, 3), 3, -1, 1);
+  for (int i = 0; i < 3; i++) TU_OK(kiln_block_call(b, a));
+  assert_int_equal(p.runs, 1);
+  TU_OK(kiln_block_call(b, c));
+  TU_OK(kiln_block_call(b, a));
+  assert_int_equal(p.runs, 2); /* both signatures cached */
+  TU_OK(kiln_block_call(b, d)); /* evicts the least recently used: c's */
+  TU_OK(kiln_block_call(b, c));
+  assert_int_equal(p.runs, 4);
+  fflush(p.out);
+  assert_non_null(strstr(text, "forward runs\nforward runs\nforward runs\nforward runs\n"));
+  const char *log = kiln_block_trace_log(b);
+  assert_non_null(strstr(log, "trace 1 (first call): "));
+  assert_non_null(strstr(log, "trace 2 (input 0 is float32 [2, 3], was float32 [5, 3])"));
+  assert_non_null(strstr(log, "trace 4 (input 0 is float32 [2, 3], was float32 [7, 3])"));
+  /* x * 1 is simplified away and 2 * 3 folded: linear, tanh, add. */
+  assert_non_null(strstr(log, "-> 3 steps"));
+  /* The values: tanh(x w^T + b) + 6. */
+  kiln_tensor *want = kiln_add_scalar(kiln_tanh(kiln_linear(a, kiln_block_param(kiln_block_child(b, 0), "weight"),
+                                                            kiln_block_param(kiln_block_child(b, 0), "bias"))),
+                                      6);
+  assert_true(tu_close("printer", kiln_block_call(b, a), want, 1e-6, 1e-6));
+  kiln_scope_end();
+  fclose(p.out);
+  free(text);
+  kiln_block_release(b);
+}
+
+static kiln_tensor *reading_forward(kiln_block *self, int n, kiln_tensor *const *in) {
+  (void)self, (void)n;
+  kiln_tensor *h = kiln_relu(in[0]);
+  double v;
+  kiln_status st = kiln_tensor_item(kiln_sum(h, 0, NULL, false), &v);
+  if (st != KILN_OK) return kiln_failed(st, "%s", kiln_last_error());
+  return kiln_mul_scalar(h, v);
+}
+
+static void reading_a_value_while_tracing_fails(void **state) {
+  (void)state;
+  kiln_block *b = kiln_block_new("Reader", reading_forward, NULL, NULL);
+  assert_int_equal(kiln_block_hybridize(b, NULL), KILN_OK);
+  kiln_scope_begin();
+  kiln_tensor *x = kiln_ones(KILN_F32, 1, TU_SHAPE(3));
+  TU_FAILS(kiln_block_call(b, x), KILN_ERR_INVALID_ARGUMENT,
+           "kiln_tensor_item: the output of sum is symbolic (a graph is being traced or built)");
+  /* Marked untraceable, it runs imperatively inside a hybridized parent. */
+  kiln_block *parent = kiln_nn_sequential();
+  kiln_block_add_child(parent, NULL, kiln_nn_activation(KILN_ACT_SIGMOID));
+  kiln_block_add_child(parent, NULL, kiln_block_retain(b));
+  kiln_block_add_child(parent, NULL, kiln_nn_activation(KILN_ACT_TANH));
+  assert_int_equal(kiln_block_set_traceable(b, false), KILN_OK);
+  assert_int_equal(kiln_block_hybridize(parent, NULL), KILN_OK);
+  kiln_tensor *s = kiln_sigmoid(x);
+  kiln_tensor *want = kiln_tanh(kiln_mul_scalar(kiln_relu(s), 3 * 0.7310585786300049));
+  for (int i = 0; i < 2; i++) assert_true(tu_close("untraceable child", kiln_block_call(parent, x), want, 1e-6, 1e-6));
+  assert_non_null(strstr(kiln_block_trace_log(parent), "a child cannot be traced; Sequential runs imperatively"));
+  kiln_scope_end();
+  kiln_block_release(parent);
+  kiln_block_release(b);
+}
+
+static void recording_runs_imperatively(void **state) {
+  (void)state;
+  kiln_block *net = mlp(), *twin = mlp();
+  kiln_scope_begin();
+  kiln_tensor *x = tu_random(KILN_F32, 2, TU_SHAPE(4, 784), 4, 0, 1);
+  kiln_tensor *y = kiln_from_data(KILN_I64, 1, TU_SHAPE(4), (int64_t[]){1, 2, 3, 4});
+  kiln_block *nets[2] = {net, twin};
+  for (int k = 0; k < 2; k++) { /* the same parameters: drawn when the first call fixes the shapes */
+    kiln_seed(3);
+    assert_int_equal(kiln_block_initialize(nets[k], NULL, false), KILN_OK);
+    kiln_block_call(nets[k], x);
+  }
+  assert_int_equal(kiln_block_hybridize(net, NULL), KILN_OK);
+  for (int k = 0; k < 2; k++) {
+    kiln_record_begin(true);
+    kiln_tensor *loss = kiln_softmax_cross_entropy(kiln_block_call(nets[k], x), y);
+    kiln_record_end();
+    assert_int_equal(kiln_backward(loss, NULL, false), KILN_OK);
+  }
+  kiln_param_list a, b;
+  assert_int_equal(kiln_block_collect_params(net, &a), KILN_OK);
+  assert_int_equal(kiln_block_collect_params(twin, &b), KILN_OK);
+  for (int i = 0; i < a.n; i++) assert_true(tu_close(a.names[i], kiln_grad(a.tensors[i]), kiln_grad(b.tensors[i]), 0, 0));
+  kiln_param_list_free(&a);
+  kiln_param_list_free(&b);
+  kiln_scope_end();
+  kiln_block_release(net);
+  kiln_block_release(twin);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(hybridized_equals_eager),
+      cmocka_unit_test(forward_runs_only_while_tracing),
+      cmocka_unit_test(reading_a_value_while_tracing_fails),
+      cmocka_unit_test(recording_runs_imperatively),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
