@@ -11,6 +11,7 @@
 #include "base/parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -57,7 +58,10 @@ static bool spin_until(bool (*pred)(uint64_t), uint64_t arg) {
   for (int i = 1;; i++) {
     if (pred(arg)) return true;
     cpu_relax();
-    if (i % 64 == 0 && now_ns() - start > SPIN_NS) return false;
+    if (i % 64 == 0) {
+      if (now_ns() - start > SPIN_NS) return false;
+      sched_yield(); /* a thread we wait for may share this core */
+    }
   }
 }
 
