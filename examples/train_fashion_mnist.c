@@ -6,7 +6,10 @@
  * curve as CSV and as an SVG plot.
  *
  *   train_fashion_mnist [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]
- *                       [--save FILE.safetensors] */
+ *                       [--save FILE.safetensors] [--hybridize]
+ *
+ * --hybridize compiles the model for evaluation (training steps, which
+ * autograd records, still run imperatively) and prints its trace log. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@ typedef struct {
   int64_t batch, limit;
   double lr;
   const char *out, *save;
+  bool hybridize;
 } options;
 
 static double now(void) {
@@ -132,7 +136,7 @@ static void write_plot(const char *prefix, int epochs, const double (*curve)[3])
 }
 
 int main(int argc, char **argv) {
-  options o = {false, 3, 256, 0, -1, NULL, NULL};
+  options o = {false, 3, 256, 0, -1, NULL, NULL, false};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--model") && i + 1 < argc) {
       const char *name = argv[++i];
@@ -147,8 +151,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--limit") && i + 1 < argc) o.limit = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--out") && i + 1 < argc) o.out = argv[++i];
     else if (!strcmp(argv[i], "--save") && i + 1 < argc) o.save = argv[++i];
+    else if (!strcmp(argv[i], "--hybridize")) o.hybridize = true;
     else {
-      fprintf(stderr, "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] [--save FILE]\n",
+      fprintf(stderr, "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] [--save FILE] [--hybridize]\n",
               argv[0]);
       return 2;
     }
@@ -177,6 +182,7 @@ int main(int argc, char **argv) {
   if (kiln_block_initialize(net, NULL, false) != KILN_OK) return fail("model"); /* Xavier uniform */
   kiln_optimizer_params op = kiln_optimizer_params_default(KILN_OPT_SGD);
   op.lr = o.lr;
+  if (o.hybridize && kiln_block_hybridize(net, NULL) != KILN_OK) return fail("hybridize");
   kiln_trainer *trainer = kiln_trainer_new(net, &op);
   kiln_metric *loss_metric = kiln_metric_new(KILN_METRIC_MEAN_LOSS), *acc_metric = kiln_metric_new(KILN_METRIC_ACCURACY);
   if (!trainer || !loss_metric || !acc_metric) return fail("trainer");
@@ -225,6 +231,7 @@ int main(int argc, char **argv) {
   }
   write_plot(o.out, o.epochs, curve);
   printf("curve: %s.csv, %s.svg\n", o.out, o.out);
+  if (o.hybridize) printf("trace log:\n%s", kiln_block_trace_log(net));
   if (o.save) {
     if (kiln_block_save_parameters(net, o.save) != KILN_OK) return fail("saving the parameters");
     printf("parameters: %s\n", o.save);
