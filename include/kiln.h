@@ -551,6 +551,15 @@ KILN_API kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *i
 /* Waits for the plan's runs, then frees it. NULL does nothing. */
 KILN_API void kiln_plan_free(kiln_plan *p);
 KILN_API kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p);
+/* Check mode: runs the graph as traced, node by node, eagerly, and the
+ * plan's steps one at a time on the same inputs (in the calling thread,
+ * after the plan's earlier runs), comparing every step's outputs with the
+ * eager value of the node they stand for (|compiled - eager| <= atol + rtol
+ * |eager|, NaN equal to NaN). KILN_OK when all agree; else
+ * KILN_ERR_CORRUPT with a message naming the first step and node that
+ * differ, the element and both values. A random op draws the same
+ * counters on both sides. */
+KILN_API kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, double rtol, double atol);
 KILN_API int kiln_plan_num_inputs(const kiln_plan *p);
 /* The graph as built (every node) and the plan (its steps, values and
  * arena placement), as text or Graphviz dot. */
@@ -683,8 +692,12 @@ typedef struct {
   bool active; /* false: back to imperative */
   int cache_capacity;
   kiln_compile_options compile;
+  /* Check mode: every call also runs kiln_plan_check (rtol 1e-5, atol
+   * 1e-6) and fails with its report when a step differs. */
+  bool check;
 } kiln_hybridize_options;
-KILN_API kiln_hybridize_options kiln_hybridize_options_default(void); /* active, 8 plans, default passes */
+/* Active, 8 plans, the default passes, check mode when KILN_CHECK_HYBRID=1. */
+KILN_API kiln_hybridize_options kiln_hybridize_options_default(void);
 KILN_API kiln_status kiln_block_hybridize(kiln_block *b, const kiln_hybridize_options *options);
 KILN_API kiln_status kiln_block_set_traceable(kiln_block *b, bool traceable);
 /* One line per trace: "trace 2 (input 0 is float32 [16, 784], was float32

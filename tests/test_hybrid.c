@@ -181,12 +181,47 @@ static void recording_runs_imperatively(void **state) {
   kiln_block_release(twin);
 }
 
+/* Check mode: compiled and eager agree step by step; a plan on the
+ * reference kernels differs from the eager optimised ones in the last bits,
+ * and the check names the first step that does. */
+static void check_mode_names_the_first_difference(void **state) {
+  (void)state;
+  kiln_seed(5);
+  kiln_block *net = mlp();
+  assert_int_equal(kiln_block_initialize(net, NULL, false), KILN_OK);
+  kiln_scope_begin();
+  kiln_tensor *x = tu_random(KILN_F32, 2, TU_SHAPE(16, 784), 6, 0, 1);
+  kiln_block_call(net, x);
+  kiln_hybridize_options o = kiln_hybridize_options_default();
+  o.check = true;
+  assert_int_equal(kiln_block_hybridize(net, &o), KILN_OK);
+  TU_OK(kiln_block_call(net, x));
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *in = kiln_graph_input(g, "x", KILN_F32, 2, TU_SHAPE(16, 784));
+  kiln_block_hybridize(net, &(kiln_hybridize_options){.active = false});
+  kiln_tensor *y = kiln_block_call(net, in);
+  kiln_compile_options ref = kiln_compile_options_default();
+  ref.reference_kernels = true;
+  kiln_plan *plan = kiln_graph_compile(g, 1, &y, &ref), *same = kiln_graph_compile(g, 1, &y, NULL);
+  assert_int_equal(kiln_plan_check(same, 1, &x, 0, 0), KILN_OK);
+  assert_int_equal(kiln_plan_check(plan, 1, &x, 1e-5, 1e-6), KILN_OK);
+  assert_int_equal(kiln_plan_check(plan, 1, &x, 0, 0), KILN_ERR_CORRUPT);
+  assert_non_null(strstr(kiln_last_error(), "kiln_plan_check: step 0 (linear, node #4 linear) output 0 differs"));
+  assert_non_null(strstr(kiln_last_error(), "compiled "));
+  kiln_plan_free(plan);
+  kiln_plan_free(same);
+  kiln_graph_release(g);
+  kiln_scope_end();
+  kiln_block_release(net);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(hybridized_equals_eager),
       cmocka_unit_test(forward_runs_only_while_tracing),
       cmocka_unit_test(reading_a_value_while_tracing_fails),
       cmocka_unit_test(recording_runs_imperatively),
+      cmocka_unit_test(check_mode_names_the_first_difference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

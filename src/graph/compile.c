@@ -12,6 +12,7 @@
  * so buffers are reused as soon as their last reader has run. A run is one
  * engine op reading the inputs and bound tensors and writing the outputs
  * and the arena: no dispatch, no allocation but the outputs. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -777,4 +778,115 @@ kiln_status kiln_plan_dump(const kiln_plan *p, FILE *f, bool dot) {
   }
   if (dot) fprintf(f, "}\n");
   return ferror(f) ? kiln_errorf(KILN_ERR_IO, "kiln_plan_dump: write failed") : KILN_OK;
+}
+
+/* ------------------------------------------------------------ check mode */
+
+/* A contiguous value as float64 numbers (kiln_alloc'd), or NULL. */
+static double *as_doubles(kiln_tensor *t, int64_t *n) {
+  *n = kiln_tensor_numel(t);
+  double *v = kiln_alloc(sizeof(double) * (size_t)(*n ? *n : 1));
+  kiln_attr_value a[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_CAST, a);
+  a[0].i = KILN_F64;
+  kiln_tensor *c = NULL;
+  bool ok = v && kiln_dispatch_owned(KILN_OP_CAST, 1, &t, a, 1, &c) == KILN_OK &&
+            kiln_tensor_copy_to(c, v, sizeof(double) * (size_t)*n) == KILN_OK;
+  kiln_tensor_release(c);
+  if (ok) return v;
+  kiln_free(v);
+  return NULL;
+}
+
+/* The first element where got and want differ beyond the tolerance (NaN
+ * equals NaN), or -1. */
+static int64_t first_difference(const double *got, const double *want, int64_t n, double rtol, double atol) {
+  for (int64_t i = 0; i < n; i++) {
+    if (isnan(got[i]) && isnan(want[i])) continue;
+    if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) return i;
+  }
+  return -1;
+}
+
+kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, double rtol, double atol) {
+  if (!p || (n_in && !inputs) || n_in != p->n_inputs)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_check: the plan takes %d inputs, got %d", p ? p->n_inputs : 0,
+                       n_in);
+  const kiln_graph *g = p->graph;
+  /* The graph as traced, node by node, eagerly: the reference. */
+  kiln_tensor **eager = kiln_calloc((size_t)g->n * 64 + 1, sizeof(kiln_tensor *));
+  plan_run r = {.plan = p};
+  r.inputs = kiln_calloc((size_t)(n_in + p->n_outputs + 1), sizeof(kiln_tensor *));
+  if (!eager || !r.inputs) {
+    kiln_free(eager), kiln_free(r.inputs);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_check: out of memory");
+  }
+  r.outputs = r.inputs + n_in;
+  kiln_status st = KILN_OK;
+  for (int i = 0; i < n_in && st == KILN_OK; i++) {
+    kiln_tensor *c = inputs[i];
+    st = kiln_dispatch_owned(KILN_OP_COPY, 1, &c, NULL, 1, &r.inputs[i]); /* contiguous, as runs make them */
+    eager[p->input_nodes[i] * 64] = kiln_tensor_retain(r.inputs[i]);
+  }
+  for (int i = 0; i < g->n && st == KILN_OK; i++) {
+    const graph_node *n = &g->nodes[i];
+    if (n->kind == GRAPH_BOUND) eager[i * 64] = kiln_tensor_retain(n->bound);
+    if (n->kind != GRAPH_OP) continue;
+    kiln_tensor *in[64];
+    for (int k = 0; k < n->n_in && k < 64; k++) in[k] = eager[n->in[k].node * 64 + n->in[k].index];
+    st = kiln_dispatch_owned(n->op, n->n_in, in, n->attrs, n->n_out, &eager[i * 64]);
+    if (st != KILN_OK) {
+      char label[96];
+      graph_node_label(g, i, label, sizeof label);
+      st = kiln_errorf(st, "kiln_plan_check: node %s failed eagerly: %s", label, kiln_last_error());
+    }
+  }
+  for (int k = 0; k < p->n_outputs && st == KILN_OK; k++) {
+    const plan_value *v = &p->values[p->outputs[k]];
+    r.outputs[k] = tensor_new(v->dtype, v->ndim, v->shape);
+    if (tensor_failed(r.outputs[k])) st = kiln_errorf(r.outputs[k]->status, "kiln_plan_check: %s", r.outputs[k]->error);
+  }
+  /* The plan, one step at a time in this thread, after its earlier runs. */
+  if (st == KILN_OK) st = kiln_waitall();
+  if (st == KILN_OK) kiln_engine_wait_var(p->engine, p->arena_var);
+  kk_view vin[64], vout[64];
+  for (int s = 0; s < p->n_steps && st == KILN_OK; s++) {
+    const plan_step *ps = &p->steps[s];
+    kiln_op_call c = {.def = kiln_op_get(ps->op), .n_in = ps->n_in, .n_out = ps->n_out, .in = vin, .out = vout,
+                      .reference = p->opts.reference_kernels};
+    memcpy(c.attrs, ps->attrs, sizeof c.attrs);
+    for (int k = 0; k < ps->n_in; k++) vin[k] = value_view(&r, ps->in[k]);
+    for (int k = 0; k < ps->n_out; k++) vout[k] = value_view(&r, ps->out[k]);
+    kiln_kernel_fn fn = c.reference && c.def->reference ? c.def->reference : c.def->kernel;
+    if ((st = fn(&c)) != KILN_OK) break;
+    /* An output copy stands for the value it copies: compare with that. */
+    const graph_node *n = &g->nodes[ps->node];
+    for (int k = 0; k < ps->n_out && st == KILN_OK; k++) {
+      int index = ps->op == KILN_OP_COPY && n->op != KILN_OP_COPY ? 0 : k;
+      kiln_tensor *want = eager[ps->node * 64 + index];
+      kiln_tensor *got = kiln_from_data(vout[k].dtype, vout[k].ndim, vout[k].shape, vout[k].data);
+      int64_t ng = 0, nw = 0;
+      double *gv = as_doubles(got, &ng), *wv = want ? as_doubles(want, &nw) : NULL;
+      kiln_tensor_release(got);
+      if (!gv || !wv || ng != nw) {
+        st = kiln_errorf(gv && wv ? KILN_ERR_SHAPE : KILN_ERR_OUT_OF_MEMORY,
+                         "kiln_plan_check: step %d: %s", s, gv && wv ? "the plan and the graph disagree on a shape" : "out of memory");
+      } else {
+        int64_t at = first_difference(gv, wv, ng, rtol, atol);
+        if (at >= 0) {
+          char label[96];
+          graph_node_label(g, ps->node, label, sizeof label);
+          st = kiln_errorf(KILN_ERR_CORRUPT,
+                           "kiln_plan_check: step %d (%s, node %s) output %d differs from the eager value at element "
+                           "%lld: compiled %.9g, eager %.9g (rtol %g, atol %g)",
+                           s, c.def->name, label, k, (long long)at, gv[at], wv[at], rtol, atol);
+        }
+      }
+      kiln_free(gv), kiln_free(wv);
+    }
+  }
+  for (int i = 0; i < g->n * 64; i++) kiln_tensor_release(eager[i]);
+  for (int i = 0; i < n_in + p->n_outputs; i++) kiln_tensor_release(r.inputs[i]);
+  kiln_free(eager), kiln_free(r.inputs);
+  return st;
 }

@@ -6,6 +6,7 @@
  * imperatively, its hybridized children still running their plans. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
@@ -44,7 +45,8 @@ static _Thread_local int untraceable_hits;
 void hybrid_note_untraceable(void) { untraceable_hits++; }
 
 kiln_hybridize_options kiln_hybridize_options_default(void) {
-  return (kiln_hybridize_options){true, 8, kiln_compile_options_default()};
+  const char *check = getenv("KILN_CHECK_HYBRID");
+  return (kiln_hybridize_options){true, 8, kiln_compile_options_default(), check && !strcmp(check, "1")};
 }
 
 void hybrid_free(struct hybrid_state *h) {
@@ -224,5 +226,7 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
   h->has_last = true;
   kiln_tensor *y;
   kiln_status st = kiln_plan_run(hit->plan, n, inputs, &y);
+  if (st == KILN_OK && h->opts.check && (st = kiln_plan_check(hit->plan, n, inputs, 1e-5, 1e-6)) != KILN_OK)
+    log_line(h, "check: %s", kiln_last_error());
   return st == KILN_OK ? y : kiln_failed(st, "%s: %s", b->type, kiln_last_error());
 }
