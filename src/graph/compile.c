@@ -864,10 +864,11 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
     for (int k = 0; k < ps->n_out && st == KILN_OK; k++) {
       int index = ps->op == KILN_OP_COPY && n->op != KILN_OP_COPY ? 0 : k;
       kiln_tensor *want = eager[ps->node * 64 + index];
+      kiln_scope_begin(); /* kiln_from_data's result, whatever the caller has open */
       kiln_tensor *got = kiln_from_data(vout[k].dtype, vout[k].ndim, vout[k].shape, vout[k].data);
       int64_t ng = 0, nw = 0;
       double *gv = as_doubles(got, &ng), *wv = want ? as_doubles(want, &nw) : NULL;
-      kiln_tensor_release(got);
+      kiln_scope_end();
       if (!gv || !wv || ng != nw) {
         st = kiln_errorf(gv && wv ? KILN_ERR_SHAPE : KILN_ERR_OUT_OF_MEMORY,
                          "kiln_plan_check: step %d: %s", s, gv && wv ? "the plan and the graph disagree on a shape" : "out of memory");
