@@ -639,33 +639,16 @@ kiln_status kk_conv2d_ref(const kk_view *x, const kk_view *w, const kk_view *bia
  * Images are split over the parallel pool. The data gradient writes
  * disjoint images, so its bits do not depend on the split; the weight
  * gradient sums a partial [O, K] per worker, added in worker order, so its
- * bits depend only on the worker count. Each worker's col is bounded by
- * a block (see grad_blocks). */
+ * bits depend only on the worker count. A band of output rows at a time
+ * bounds each worker's col (see band_rows). */
 
-/* How the gradients cut the work: when one image's col and output
- * gradient fit a block, a GEMM covers `images` whole images (LeNet's are
- * small: one image's weight-gradient GEMM is 6 x 25 x 784, all call
- * overhead and packing); otherwise one image in bands of `rows` output
- * rows. */
-typedef struct {
-  int64_t images, rows;
-  size_t per_worker; /* elements of scratch per worker */
-} grad_blocking;
-
-static grad_blocking grad_blocks(const conv_dims *d) {
-  grad_blocking b = {1, d->oh, 0};
-  int64_t per_image = (d->k + d->og) * d->p;
-  if (per_image > 0 && per_image <= (int64_t)BLOCK_ELEMS) {
-    b.images = (int64_t)BLOCK_ELEMS / per_image;
-    if (b.images > d->n) b.images = d->n;
-  } else {
-    int64_t per_row = d->k * d->ow;
-    b.rows = per_row > 0 ? (int64_t)BLOCK_ELEMS / per_row : d->oh;
-    if (b.rows < 1) b.rows = 1;
-    if (b.rows > d->oh) b.rows = d->oh;
-  }
-  b.per_worker = (size_t)((d->k + d->og) * b.images * b.rows * d->ow);
-  return b;
+/* Output rows per band: the col of a band stays within BLOCK_ELEMS. */
+static int64_t band_rows(const conv_dims *d) {
+  int64_t per_row = d->k * d->ow;
+  int64_t rows = per_row > 0 ? (int64_t)BLOCK_ELEMS / per_row : d->oh;
+  if (rows < 1) rows = 1;
+  if (rows > d->oh) rows = d->oh;
+  return rows;
 }
 
 typedef struct {
@@ -674,7 +657,8 @@ typedef struct {
   void *out;         /* gx [N, C, H, W] (data), or the partials [workers][O, K] (weight) */
   const conv_dims *d;
   const kk_conv2d_geom *g;
-  grad_blocking blocks;
+  int64_t rows;
+  size_t per_worker; /* elements of scratch per worker */
   void *scratch;
 } conv_grad_job;
 
@@ -722,69 +706,46 @@ static void gemmt_f64(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int64_t 
               c, (blasint)ldc);
 }
 
-/* A GEMM's share of the work: images [n0, n0 + m) and, when m is 1,
- * output rows [oy0, oy1); the output gradient of group grp over it is
- * gathered into gyb [og, m * cols], image after image. */
-#define DEFINE_GATHER_GY(T, SUF)                                                                                \
-  static void gather_gy_##SUF(const T *gy, const conv_dims *d, int64_t grp, int64_t n0, int64_t m, int64_t oy0, \
-                              int64_t cols, T *gyb) {                                                           \
-    for (int64_t o = 0; o < d->og; o++)                                                                         \
-      for (int64_t i = 0; i < m; i++)                                                                           \
-        memcpy(gyb + (o * m + i) * cols, gy + ((n0 + i) * d->o + grp * d->og + o) * d->p + oy0 * d->ow,         \
-               sizeof(T) * (size_t)cols);                                                                       \
-  }
-
-DEFINE_GATHER_GY(float, f32)
-DEFINE_GATHER_GY(double, f64)
-
-/* Images [b, e) of both gradients, a block of images (or of one image's
- * output rows) per GEMM, with col the [K, m * cols] lowering of the block:
- * data: col = w_g^T . gyb, then col2im onto each zeroed image;
- * weight: this worker's [O, K] partial (zeroed by the caller) += gyb . col^T. */
+/* Images [b, e) of the data gradient: for each group and band of output
+ * rows, col = w_g^T . gy_g[:, band], then col2im onto the zeroed image. */
 #define DEFINE_CONV_GRAD(T, SUF)                                                                                \
   static void bwd_data_##SUF(void *ctx, int64_t b, int64_t e, int worker) {                                     \
     const conv_grad_job *j = ctx;                                                                               \
     const conv_dims *d = j->d;                                                                                  \
     const T *gy = j->gy, *w = j->other;                                                                         \
-    T *gx = j->out, *col = (T *)j->scratch + (size_t)worker * j->blocks.per_worker;                            \
-    T *gyb = col + (size_t)(d->k * j->blocks.images * j->blocks.rows * d->ow);                                  \
-    memset(gx + b * d->c * d->h * d->w, 0, sizeof(T) * (size_t)((e - b) * d->c * d->h * d->w));                 \
-    for (int64_t n0 = b; n0 < e; n0 += j->blocks.images) {                                                      \
-      int64_t m = e - n0 < j->blocks.images ? e - n0 : j->blocks.images;                                        \
+    T *gx = j->out, *col = (T *)j->scratch + (size_t)worker * j->per_worker;                                   \
+    for (int64_t n = b; n < e; n++)                                                                             \
       for (int64_t grp = 0; grp < j->g->groups; grp++) {                                                        \
-        const T *wg = w + grp * d->og * d->k;                                                                   \
-        for (int64_t oy0 = 0; oy0 < d->oh; oy0 += j->blocks.rows) {                                             \
-          int64_t oy1 = oy0 + j->blocks.rows < d->oh ? oy0 + j->blocks.rows : d->oh, cols = (oy1 - oy0) * d->ow; \
-          gather_gy_##SUF(gy, d, grp, n0, m, oy0, cols, gyb);                                                   \
-          gemmt_##SUF(CblasTrans, CblasNoTrans, d->k, m * cols, d->og, wg, d->k, gyb, m * cols, 0, col, m * cols); \
-          for (int64_t i = 0; i < m; i++)                                                                       \
-            col2im_##SUF(col + i * cols, d, j->g, gx + ((n0 + i) * d->c + grp * d->cg) * d->h * d->w, m * cols, \
-                         oy0, oy1);                                                                             \
+        T *img = gx + (n * d->c + grp * d->cg) * d->h * d->w;                                                   \
+        memset(img, 0, sizeof(T) * (size_t)(d->cg * d->h * d->w));                                              \
+        const T *gyg = gy + (n * d->o + grp * d->og) * d->p, *wg = w + grp * d->og * d->k;                     \
+        for (int64_t oy0 = 0; oy0 < d->oh; oy0 += j->rows) {                                                    \
+          int64_t oy1 = oy0 + j->rows < d->oh ? oy0 + j->rows : d->oh, cols = (oy1 - oy0) * d->ow;             \
+          gemmt_##SUF(CblasTrans, CblasNoTrans, d->k, cols, d->og, wg, d->k, gyg + oy0 * d->ow, d->p, 0, col,   \
+                      cols);                                                                                    \
+          col2im_##SUF(col, d, j->g, img, cols, oy0, oy1);                                                      \
         }                                                                                                       \
       }                                                                                                         \
-    }                                                                                                           \
   }                                                                                                             \
+  /* Images [b, e) of the weight gradient, added into this worker's [O, K]                                     \
+   * partial (zeroed by the caller): partial_g += gy_g[:, band] . col^T. */                                    \
   static void bwd_weight_##SUF(void *ctx, int64_t b, int64_t e, int worker) {                                   \
     const conv_grad_job *j = ctx;                                                                               \
     const conv_dims *d = j->d;                                                                                  \
     const T *gy = j->gy, *x = j->other;                                                                         \
     T *part = (T *)j->out + (size_t)worker * (size_t)(d->o * d->k);                                            \
-    T *col = (T *)j->scratch + (size_t)worker * j->blocks.per_worker;                                          \
-    T *gyb = col + (size_t)(d->k * j->blocks.images * j->blocks.rows * d->ow);                                  \
-    for (int64_t n0 = b; n0 < e; n0 += j->blocks.images) {                                                      \
-      int64_t m = e - n0 < j->blocks.images ? e - n0 : j->blocks.images;                                        \
+    T *col = (T *)j->scratch + (size_t)worker * j->per_worker;                                                 \
+    for (int64_t n = b; n < e; n++)                                                                             \
       for (int64_t grp = 0; grp < j->g->groups; grp++) {                                                        \
-        for (int64_t oy0 = 0; oy0 < d->oh; oy0 += j->blocks.rows) {                                             \
-          int64_t oy1 = oy0 + j->blocks.rows < d->oh ? oy0 + j->blocks.rows : d->oh, cols = (oy1 - oy0) * d->ow; \
-          for (int64_t i = 0; i < m; i++)                                                                       \
-            im2col_##SUF(x + ((n0 + i) * d->c + grp * d->cg) * d->h * d->w, d, j->g, col + i * cols, m * cols,  \
-                         oy0, oy1);                                                                             \
-          gather_gy_##SUF(gy, d, grp, n0, m, oy0, cols, gyb);                                                   \
-          gemmt_##SUF(CblasNoTrans, CblasTrans, d->og, d->k, m * cols, gyb, m * cols, col, m * cols, 1,         \
+        const T *img = x + (n * d->c + grp * d->cg) * d->h * d->w;                                              \
+        const T *gyg = gy + (n * d->o + grp * d->og) * d->p;                                                    \
+        for (int64_t oy0 = 0; oy0 < d->oh; oy0 += j->rows) {                                                    \
+          int64_t oy1 = oy0 + j->rows < d->oh ? oy0 + j->rows : d->oh, cols = (oy1 - oy0) * d->ow;             \
+          im2col_##SUF(img, d, j->g, col, cols, oy0, oy1);                                                      \
+          gemmt_##SUF(CblasNoTrans, CblasTrans, d->og, d->k, cols, gyg + oy0 * d->ow, d->p, col, cols, 1,       \
                       part + grp * d->og * d->k, d->k);                                                         \
         }                                                                                                       \
       }                                                                                                         \
-    }                                                                                                           \
   }
 
 DEFINE_CONV_GRAD(float, f32)
@@ -810,8 +771,9 @@ kiln_status kk_conv2d_backward_data(const kk_view *gy, const kk_view *w, const k
   kiln_status st = gemm_dims_fit(&d, who);
   if (st != KILN_OK) return st;
   int64_t workers = kiln_parallel_workers();
-  conv_grad_job j = {.d = &d, .g = g, .blocks = grad_blocks(&d), .out = gx->data};
-  size_t bytes = j.blocks.per_worker * (size_t)workers * es;
+  conv_grad_job j = {.d = &d, .g = g, .rows = band_rows(&d), .out = gx->data};
+  j.per_worker = (size_t)(d.k * j.rows * d.ow);
+  size_t bytes = j.per_worker * (size_t)workers * es;
   const char *gyd, *wd;
   void *gys, *ws;
   if ((st = kk_nn_contiguous(gy, who, &gyd, &gys)) != KILN_OK) return st;
@@ -847,10 +809,11 @@ kiln_status kk_conv2d_backward_weight(const kk_view *gy, const kk_view *x, const
   kiln_status st = gemm_dims_fit(&d, who);
   if (st != KILN_OK) return st;
   int nw = kiln_parallel_workers();
-  conv_grad_job j = {.d = &d, .g = g, .blocks = grad_blocks(&d)};
+  conv_grad_job j = {.d = &d, .g = g, .rows = band_rows(&d)};
+  j.per_worker = (size_t)(d.k * j.rows * d.ow);
   /* The partials first, then each worker's col. */
   size_t part_elems = n_out * (size_t)nw;
-  size_t bytes = (part_elems + j.blocks.per_worker * (size_t)nw) * es;
+  size_t bytes = (part_elems + j.per_worker * (size_t)nw) * es;
   const char *gyd, *xd;
   void *gys, *xs;
   if ((st = kk_nn_contiguous(gy, who, &gyd, &gys)) != KILN_OK) return st;
