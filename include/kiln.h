@@ -548,7 +548,8 @@ KILN_API kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *co
  * as one engine op, and returns at once; outputs[k] are new tensors in the
  * open scope. Runs of one plan are ordered (they share its arena). */
 KILN_API kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs);
-/* Waits for the plan's runs, then frees it. NULL does nothing. */
+/* Drops the caller's plan; runs in flight keep it until they finish. NULL
+ * does nothing. */
 KILN_API void kiln_plan_free(kiln_plan *p);
 KILN_API kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p);
 /* Check mode: runs the graph as traced, node by node, eagerly, and the

@@ -42,6 +42,7 @@ typedef struct {
 } plan_step;
 
 struct kiln_plan {
+  atomic_long refs; /* the caller's, and tape nodes' (graph_plan_retain) */
   kiln_compile_options opts;
   kiln_graph *graph;
   int n_inputs, n_outputs, n_values, n_steps;
@@ -360,12 +361,17 @@ static kiln_status add_step(kiln_plan *p, int *cap, const graph_node *n, int nod
   return KILN_OK;
 }
 
+kiln_plan *graph_plan_retain(kiln_plan *p) {
+  if (p) atomic_fetch_add(&p->refs, 1);
+  return p;
+}
+
 void kiln_plan_free(kiln_plan *p) {
-  if (!p) return;
-  if (p->arena_var) {
-    kiln_engine_wait_var(p->engine, p->arena_var);
-    kiln_engine_delete_var(p->engine, p->arena_var, NULL, NULL);
-  }
+  if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
+  /* Every run holds a reference, so none is in flight now; this may run
+   * on an engine worker (the last run's, or a tape node's release), where
+   * waiting would deadlock. */
+  if (p->arena_var) kiln_engine_delete_var(p->engine, p->arena_var, NULL, NULL);
   kiln_free(p->arena);
   for (int v = 0; v < p->n_values; v++) kiln_tensor_release(p->values[v].bound);
   for (int s = 0; s < p->n_steps; s++) kiln_free(p->steps[s].in);
@@ -395,6 +401,7 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
     }
   }
   kiln_plan *p = kiln_calloc(1, sizeof *p);
+  if (p) atomic_init(&p->refs, 1);
   int n = g->n;
   pass_state s = {g, kiln_alloc(sizeof(graph_ref) * (size_t)n), kiln_alloc(sizeof(int) * (size_t)n),
                   kiln_calloc((size_t)n, sizeof(kiln_tensor *)), kiln_calloc((size_t)n, sizeof(bool))};
@@ -596,6 +603,7 @@ static void free_run(void *data) {
   for (int k = 0; k < r->plan->n_outputs; k++) kiln_tensor_release(r->outputs[k]);
   kiln_free(r->random_attrs);
   kiln_free(r->inputs); /* outputs share its allocation */
+  kiln_plan_free(r->plan);
   kiln_free(r);
 }
 
@@ -622,11 +630,14 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
   int n_vars = n_in + p->n_values + p->n_outputs + 1;
   kiln_engine_var **vars = kiln_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
   if (r) {
-    r->plan = p;
+    r->plan = graph_plan_retain(p);
     r->inputs = kiln_calloc((size_t)(n_in + p->n_outputs + 1), sizeof(kiln_tensor *));
   }
   if (!r || !vars || !r->inputs) {
-    if (r) kiln_free(r->inputs);
+    if (r) {
+      kiln_free(r->inputs);
+      kiln_plan_free(r->plan);
+    }
     kiln_free(r), kiln_free(vars);
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
   }

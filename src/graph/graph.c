@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "imperative/autograd.h"
 #include "imperative/dispatch.h"
+#include "kernels/elementwise.h"
 
 static _Thread_local kiln_graph *tracing;
 
@@ -270,4 +272,89 @@ void graph_random_redraw(kiln_op_id op, kiln_attr_value *attrs, uint64_t numel) 
     if (!strcmp(def->attrs[k].name, "seed")) attrs[k].i = (int64_t)generator_seed(NULL);
     if (!strcmp(def->attrs[k].name, "offset")) attrs[k].i = (int64_t)generator_reserve(NULL, numel);
   }
+}
+
+/* ------------------------------------------------------------ gradients */
+
+kiln_status graph_gradients(kiln_graph *g, kiln_tensor *y, kiln_tensor *head, int n_src, const int *src, kiln_tensor **grads) {
+  int yi, y_node = graph_ref_of(y, NULL, &yi), n0 = g->n;
+  if (y_node < 0 || tracing != g) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "graph_gradients: y is not being traced");
+  int *first = kiln_alloc(sizeof(int) * (size_t)(n0 + 1));
+  bool *depends = kiln_calloc((size_t)n0 + 1, sizeof(bool));
+  int total = 0;
+  for (int i = 0; first && i < n0; i++) first[i] = total, total += g->nodes[i].n_out;
+  kiln_tensor **val = kiln_calloc((size_t)total + 1, sizeof(kiln_tensor *));
+  kiln_tensor **acc = kiln_calloc((size_t)total + 1, sizeof(kiln_tensor *));
+  kiln_status st = first && depends && val && acc ? KILN_OK : kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "graph_gradients: out of memory");
+  for (int j = 0; st == KILN_OK && j < n_src; j++) depends[src[j]] = true;
+  for (int i = 0; st == KILN_OK && i < n0; i++) {
+    const graph_node *n = &g->nodes[i];
+    for (int k = 0; k < n->n_in; k++) depends[i] = depends[i] || depends[n->in[k].node];
+    for (int k = 0; k < n->n_out; k++)
+      val[first[i] + k] = n->kind == GRAPH_BOUND ? kiln_tensor_retain(n->bound) : symbolic(g, i, k);
+  }
+  if (st == KILN_OK) acc[first[y_node] + yi] = kiln_tensor_retain(head);
+  for (int i = y_node; st == KILN_OK && i >= 0; i--) {
+    graph_node *n = &g->nodes[i];
+    bool any = false;
+    for (int k = 0; k < n->n_out; k++) any = any || acc[first[i] + k];
+    if (n->kind != GRAPH_OP || !any || !depends[i]) continue;
+    const kiln_op_def *def = kiln_op_get(n->op);
+    kiln_grad_fn fn = kiln_op_grad(n->op);
+    if (!fn) {
+      st = kiln_errorf(KILN_ERR_UNSUPPORTED, "%s has no gradient (on the path to a parameter)", def->name);
+      break;
+    }
+    enum { MAX = 64 };
+    kiln_tensor *in[MAX], *out_grad[MAX], *in_grad[MAX] = {0};
+    bool need[MAX], reached[MAX];
+    if (n->n_in > MAX || n->n_out > MAX) {
+      st = kiln_errorf(KILN_ERR_UNSUPPORTED, "%s: more than %d inputs or outputs", def->name, MAX);
+      break;
+    }
+    for (int k = 0; k < n->n_in; k++) {
+      in[k] = val[first[n->in[k].node] + n->in[k].index];
+      need[k] = depends[n->in[k].node] && kk_is_float(in[k]->dtype);
+    }
+    for (int k = 0; k < n->n_out; k++) {
+      kiln_tensor **a = &acc[first[i] + k];
+      reached[k] = *a != NULL;
+      if (!*a) {
+        *a = kiln_tensor_retain(kiln_zeros(n->out[k].dtype, n->out[k].ndim, n->out[k].shape));
+        n = &g->nodes[i]; /* the zeros are a node: g->nodes may have moved */
+      }
+      out_grad[k] = *a;
+    }
+    /* The gradient function appends nodes, which may move g->nodes: it
+     * gets a copy of the attributes, and n is looked up again after. */
+    kiln_attr_value attrs[KILN_MAX_ATTRS];
+    memcpy(attrs, n->attrs, sizeof attrs);
+    kiln_grad_call call = {def, attrs, n->n_in, n->n_out, in, &val[first[i]], out_grad, reached, need, in_grad, NULL};
+    st = fn(&call);
+    n = &g->nodes[i];
+    for (int k = 0; st == KILN_OK && k < n->n_in; k++) {
+      if (!need[k]) continue;
+      if (!in_grad[k]) {
+        st = kiln_errorf(KILN_ERR_UNSUPPORTED, "%s gives no gradient for its input %d", def->name, k);
+        break;
+      }
+      kiln_tensor **a = &acc[first[n->in[k].node] + n->in[k].index];
+      kiln_tensor *sum = *a ? kiln_add(*a, in_grad[k]) : in_grad[k];
+      kiln_tensor_release(*a);
+      *a = kiln_tensor_retain(sum);
+    }
+  }
+  for (int j = 0; j < n_src; j++) {
+    grads[j] = NULL;
+    if (st != KILN_OK) continue;
+    const graph_node *n = &g->nodes[src[j]];
+    kiln_tensor *a = acc[first[src[j]]];
+    grads[j] = kiln_tensor_retain(a ? a : kiln_zeros(n->out[0].dtype, n->out[0].ndim, n->out[0].shape));
+  }
+  for (int i = 0; val && acc && i < total; i++) {
+    kiln_tensor_release(val[i]);
+    kiln_tensor_release(acc[i]);
+  }
+  kiln_free(first), kiln_free(depends), kiln_free(val), kiln_free(acc);
+  return st;
 }

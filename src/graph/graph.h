@@ -71,6 +71,16 @@ int graph_ref_of(const kiln_tensor *t, kiln_graph **g, int *index);
  * run, as eager calls do. */
 void graph_random_redraw(kiln_op_id op, kiln_attr_value *attrs, uint64_t numel);
 
+/* Appends to g, which must be the thread's trace, the gradient of y (a
+ * value of g) with respect to the first output of each src node, given
+ * the head gradient head (a value of g): the registry's gradient functions
+ * run on symbolic tensors, so they become nodes. grads[j] are new handles
+ * the caller releases (zeros where no path leads). */
+kiln_status graph_gradients(kiln_graph *g, kiln_tensor *y, kiln_tensor *head, int n_src, const int *src, kiln_tensor **grads);
+
+/* Another reference to a plan (kiln_plan_free drops one). */
+kiln_plan *graph_plan_retain(kiln_plan *p);
+
 /* A description of a node for messages and dumps: "#12 relu". */
 void graph_node_label(const kiln_graph *g, int node, char *buf, size_t cap);
 

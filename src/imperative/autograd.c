@@ -23,6 +23,12 @@
 typedef struct ag_node {
   atomic_long refs;
   kiln_op_id op;
+  /* A node recorded by autograd_record_custom: its own gradient function
+   * and context instead of the op's. */
+  const kiln_op_def *custom_def;
+  kiln_grad_fn custom_fn;
+  void *ctx;
+  void (*ctx_free)(void *);
   kiln_attr_value attrs[KILN_MAX_ATTRS];
   int n_in, n_out;
   kiln_tensor **in;  /* retained input handles */
@@ -54,6 +60,7 @@ static void node_release(ag_node *n) {
     for (int i = 0; i < n->n_in; i++) kiln_tensor_release(n->in[i]);
     for (int i = 0; i < n->n_out; i++) kiln_tensor_release(n->out[i]);
   }
+  if (n->ctx_free) n->ctx_free(n->ctx);
   kiln_free(n->in);
   kiln_free(n);
 }
@@ -149,14 +156,34 @@ bool autograd_wants(int n_in, kiln_tensor *const *in) {
   return false;
 }
 
+static ag_node *record(kiln_op_id id, const kiln_attr_value *attrs, int n_in, kiln_tensor *const *in, int n_out,
+                       kiln_tensor *const *out);
+
 void autograd_record(kiln_op_id id, const kiln_attr_value *attrs, int n_in, kiln_tensor *const *in, int n_out,
                      kiln_tensor *const *out) {
+  record(id, attrs, n_in, in, n_out, out);
+}
+
+bool autograd_record_custom(const kiln_op_def *def, kiln_grad_fn fn, void *ctx, void (*ctx_free)(void *), int n_in,
+                            kiln_tensor *const *in, int n_out, kiln_tensor *const *out) {
+  kiln_attr_value none[KILN_MAX_ATTRS] = {{0}};
+  ag_node *n = record(KILN_OP_COPY, none, n_in, in, n_out, out);
+  if (!n) return false;
+  n->custom_def = def;
+  n->custom_fn = fn;
+  n->ctx = ctx;
+  n->ctx_free = ctx_free;
+  return true;
+}
+
+static ag_node *record(kiln_op_id id, const kiln_attr_value *attrs, int n_in, kiln_tensor *const *in, int n_out,
+                       kiln_tensor *const *out) {
   const kiln_op_def *def = kiln_op_get(id);
   /* Integer and bool results (comparisons, argmax, casts to int) carry no
    * gradient: they end the tape rather than extend it. */
   bool any_float = false;
   for (int i = 0; i < n_out; i++) any_float = any_float || kk_is_float(out[i]->dtype);
-  if (!any_float) return;
+  if (!any_float) return NULL;
   ag_node *n = kiln_calloc(1, sizeof *n);
   kiln_tensor **arrays = n ? kiln_calloc((size_t)(n_in + 2 * n_out) + 1, sizeof(kiln_tensor *)) : NULL;
   ag_entry **entries = kiln_calloc((size_t)n_out + 1, sizeof(ag_entry *));
@@ -167,7 +194,7 @@ void autograd_record(kiln_op_id id, const kiln_attr_value *attrs, int n_in, kiln
     kiln_free(entries);
     kiln_free(arrays);
     kiln_free(n);
-    return; /* the outputs do not take part; backward says the path is cut */
+    return NULL; /* the outputs do not take part; backward says the path is cut */
   }
   atomic_init(&n->refs, n_out);
   n->op = id;
@@ -186,6 +213,7 @@ void autograd_record(kiln_op_id id, const kiln_attr_value *attrs, int n_in, kiln
     out[i]->ag = entries[i];
   }
   kiln_free(entries);
+  return n;
 }
 
 /* ------------------------------------------------------------ backward */
@@ -310,8 +338,8 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
 
   for (size_t k = order.n; k-- > 0 && st == KILN_OK;) {
     ag_node *n = order.v[k];
-    const kiln_op_def *def = kiln_op_get(n->op);
-    kiln_grad_fn fn = kiln_op_grad(n->op);
+    const kiln_op_def *def = n->custom_def ? n->custom_def : kiln_op_get(n->op);
+    kiln_grad_fn fn = n->custom_fn ? n->custom_fn : kiln_op_grad(n->op);
     if (n->freed) {
       st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_backward: the tape through %s was freed by an earlier backward (pass retain_graph)", def->name);
       break;
@@ -348,7 +376,7 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
       needp[i] = e && (e->node || e->req != KILN_GRAD_NULL);
       gp[i] = NULL;
     }
-    kiln_grad_call call = {def, n->attrs, n->n_in, n->n_out, n->in, n->out, n->grad, reachedp, needp, gp};
+    kiln_grad_call call = {def, n->attrs, n->n_in, n->n_out, n->in, n->out, n->grad, reachedp, needp, gp, n->ctx};
     st = fn(&call);
     for (int i = 0; st == KILN_OK && i < n->n_in; i++) {
       if (!needp[i]) continue;

@@ -24,6 +24,7 @@ typedef struct {
   const bool *out_reached;
   const bool *need;
   kiln_tensor **in_grad;
+  void *ctx; /* autograd_record_custom's context; NULL for ops */
 } kiln_grad_call;
 
 typedef kiln_status (*kiln_grad_fn)(kiln_grad_call *g);
@@ -37,5 +38,12 @@ bool autograd_wants(int n_in, kiln_tensor *const *in);
  * outputs simply do not take part (backward will say the path is cut). */
 void autograd_record(kiln_op_id id, const kiln_attr_value *attrs, int n_in, kiln_tensor *const *in, int n_out,
                      kiln_tensor *const *out);
+
+/* Records a computation that is not one op (a hybridized block's plan):
+ * def names it in messages, fn computes its input gradients, with ctx in
+ * the call; ctx_free(ctx) runs when the node goes. False when it could not
+ * be recorded (out of memory: the outputs then do not take part). */
+bool autograd_record_custom(const kiln_op_def *def, kiln_grad_fn fn, void *ctx, void (*ctx_free)(void *), int n_in,
+                            kiln_tensor *const *in, int n_out, kiln_tensor *const *out);
 
 #endif

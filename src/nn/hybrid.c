@@ -10,12 +10,13 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "imperative/autograd.h"
 #include "imperative/dispatch.h"
 #include "nn/nn.h"
 
 typedef struct {
   int n;
-  bool training;
+  bool training, recording;
   kiln_dtype dtype[8];
   int ndim[8];
   int64_t shape[8][KILN_MAX_DIMS];
@@ -24,6 +25,14 @@ typedef struct {
 typedef struct {
   signature sig;
   kiln_plan *plan;
+  /* Recording signatures: forward and backward in one plan, run by
+   * backward (inputs, then the head gradient; gradients of the float
+   * inputs, then of the parameters), or NULL when recorded calls of this
+   * signature run imperatively. */
+  kiln_plan *train;
+  int n_params;
+  kiln_tensor **params; /* retained, in the train plan's order */
+  bool input_grad[8];
   uint64_t last_use;
 } cache_entry;
 
@@ -49,9 +58,17 @@ kiln_hybridize_options kiln_hybridize_options_default(void) {
   return (kiln_hybridize_options){true, 8, kiln_compile_options_default(), check && !strcmp(check, "1")};
 }
 
+static void entry_clear(cache_entry *e) {
+  kiln_plan_free(e->plan);
+  kiln_plan_free(e->train);
+  for (int i = 0; i < e->n_params; i++) kiln_tensor_release(e->params[i]);
+  kiln_free(e->params);
+  memset(e, 0, sizeof *e);
+}
+
 void hybrid_free(struct hybrid_state *h) {
   if (!h) return;
-  for (int i = 0; i < h->n_cached; i++) kiln_plan_free(h->cache[i].plan);
+  for (int i = 0; i < h->n_cached; i++) entry_clear(&h->cache[i]);
   kiln_free(h->cache);
   kiln_free(h->log);
   kiln_free(h);
@@ -114,7 +131,7 @@ static void log_line(struct hybrid_state *h, const char *fmt, ...) {
 }
 
 static bool same_signature(const signature *a, const signature *b) {
-  if (a->n != b->n || a->training != b->training) return false;
+  if (a->n != b->n || a->training != b->training || a->recording != b->recording) return false;
   for (int i = 0; i < a->n; i++)
     if (a->dtype[i] != b->dtype[i] || a->ndim[i] != b->ndim[i] ||
         memcmp(a->shape[i], b->shape[i], sizeof(int64_t) * (size_t)a->ndim[i]))
@@ -129,8 +146,8 @@ static void trace_reason(const struct hybrid_state *h, const signature *s, char 
     return;
   }
   const signature *p = &h->last;
-  if (p->training != s->training) {
-    snprintf(buf, cap, "training %s", s->training ? "on" : "off");
+  if (p->training != s->training || p->recording != s->recording) {
+    snprintf(buf, cap, "training %s, recording %s", s->training ? "on" : "off", s->recording ? "on" : "off");
     return;
   }
   if (p->n != s->n) {
@@ -150,7 +167,47 @@ static void trace_reason(const struct hybrid_state *h, const signature *s, char 
   snprintf(buf, cap, "a signature evicted from the cache");
 }
 
-static kiln_plan *trace(kiln_block *b, struct hybrid_state *h, int n, kiln_tensor *const *inputs, kiln_tensor **failure) {
+/* Differentiates the traced forward (y) in g into e's train plan. False
+ * (with the reason in kiln_last_error) when it cannot: recorded calls of
+ * the signature then run imperatively. */
+static bool build_train_plan(struct hybrid_state *h, kiln_graph *g, kiln_tensor *const *ph, int n, kiln_tensor *y,
+                             cache_entry *e) {
+  for (int i = 0; i < g->n; i++)
+    if (g->nodes[i].kind == GRAPH_OP && (kiln_op_get(g->nodes[i].op)->flags & KILN_OP_RANDOM)) {
+      kiln_errorf(KILN_ERR_UNSUPPORTED, "random ops (dropout) in a recorded plan are not supported yet");
+      return false;
+    }
+  enum { MAX_SRC = 8 + 256 };
+  int src[MAX_SRC], n_src = 0;
+  for (int i = 0; i < n; i++) {
+    e->input_grad[i] = kiln_tensor_dtype(ph[i]) == KILN_F32 || kiln_tensor_dtype(ph[i]) == KILN_F64;
+    if (e->input_grad[i]) src[n_src++] = graph_ref_of(ph[i], NULL, NULL);
+  }
+  int first_param = n_src;
+  for (int i = 0; i < g->n; i++) {
+    if (g->nodes[i].kind != GRAPH_BOUND || !kiln_grad(g->nodes[i].bound)) continue;
+    if (n_src == MAX_SRC) {
+      kiln_errorf(KILN_ERR_UNSUPPORTED, "more than %d parameters in one recorded plan", MAX_SRC - 8);
+      return false;
+    }
+    src[n_src++] = i;
+  }
+  e->n_params = n_src - first_param;
+  e->params = kiln_calloc((size_t)e->n_params + 1, sizeof(kiln_tensor *));
+  kiln_tensor *grads[MAX_SRC] = {0};
+  kiln_tensor *head = kiln_graph_input(g, "head_grad", kiln_tensor_dtype(y), kiln_tensor_ndim(y), kiln_tensor_shape(y));
+  if (!e->params || kiln_tensor_status(head) != KILN_OK) return false;
+  for (int j = 0; j < e->n_params; j++) e->params[j] = kiln_tensor_retain(g->nodes[src[first_param + j]].bound);
+  graph_trace_begin(g);
+  kiln_status st = graph_gradients(g, y, head, n_src, src, grads);
+  graph_trace_end();
+  if (st == KILN_OK) e->train = kiln_graph_compile(g, n_src, grads, &h->opts.compile);
+  for (int j = 0; j < n_src; j++) kiln_tensor_release(grads[j]);
+  return e->train != NULL;
+}
+
+static kiln_plan *trace(kiln_block *b, struct hybrid_state *h, int n, kiln_tensor *const *inputs, kiln_tensor **failure,
+                        cache_entry *e, bool recording) {
   kiln_graph *g = kiln_graph_new();
   if (!g) return NULL;
   kiln_tensor *ph[8];
@@ -161,9 +218,11 @@ static kiln_plan *trace(kiln_block *b, struct hybrid_state *h, int n, kiln_tenso
     ph[i] = kiln_graph_input(g, name, kiln_tensor_dtype(inputs[i]), kiln_tensor_ndim(inputs[i]), kiln_tensor_shape(inputs[i]));
   }
   int hits = untraceable_hits;
+  kiln_pause_begin(); /* a trace builds a graph, not a tape */
   graph_trace_begin(g);
   kiln_tensor *y = b->forward(b, n, ph);
   graph_trace_end();
+  kiln_pause_end();
   kiln_plan *plan = NULL;
   if (untraceable_hits != hits) {
     h->imperative = true;
@@ -174,18 +233,52 @@ static kiln_plan *trace(kiln_block *b, struct hybrid_state *h, int n, kiln_tenso
   } else {
     plan = kiln_graph_compile(g, 1, &y, &h->opts.compile);
     if (!plan) *failure = kiln_keep(kiln_failed(KILN_ERR_INTERNAL, "%s: compiling the trace: %s", b->type, kiln_last_error()));
+    if (plan && recording && !build_train_plan(h, g, ph, n, y, e))
+      log_line(h, "recorded calls of this signature run imperatively: %s", kiln_last_error());
   }
   kiln_scope_end();
   kiln_graph_release(g);
   return plan;
 }
 
+/* What a recorded call leaves on the tape: the train plan and the inputs
+ * it will run on when backward comes. */
+typedef struct {
+  kiln_plan *train;
+  int n;
+  kiln_tensor *inputs[8];
+} recorded_call;
+
+static void recorded_free(void *ctx) {
+  recorded_call *r = ctx;
+  kiln_plan_free(r->train);
+  for (int i = 0; i < r->n; i++) kiln_tensor_release(r->inputs[i]);
+  kiln_free(r);
+}
+
+/* The tape node's gradient: the train plan on the saved inputs and the
+ * head gradient gives the gradients of the node's inputs (the float data
+ * inputs, then the parameters), in that order. */
+static kiln_status recorded_backward(kiln_grad_call *c) {
+  recorded_call *r = c->ctx;
+  kiln_tensor *in[9];
+  for (int i = 0; i < r->n; i++) in[i] = r->inputs[i];
+  in[r->n] = c->out_grad[0];
+  kiln_tensor **grads = kiln_calloc((size_t)c->n_in + 1, sizeof(kiln_tensor *));
+  if (!grads) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "hybridized block: out of memory in backward");
+  kiln_status st = kiln_plan_run(r->train, r->n + 1, in, grads);
+  for (int k = 0; st == KILN_OK && k < c->n_in; k++)
+    if (c->need[k]) c->in_grad[k] = grads[k];
+  kiln_free(grads);
+  return st;
+}
+
+static const kiln_op_def recorded_def = {.name = "hybridized block"};
+
 kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
   struct hybrid_state *h = b->hybrid;
-  /* Gradients through plans come with the backward pass of 4/8's second
-   * part; until then a recorded call runs imperatively, on the tape. */
-  if (h->imperative || b->untraceable || kiln_is_recording() || n > 8) return b->forward(b, n, inputs);
-  signature s = {.n = n, .training = kiln_is_training()};
+  if (h->imperative || b->untraceable || n > 8) return b->forward(b, n, inputs);
+  signature s = {.n = n, .training = kiln_is_training(), .recording = kiln_is_recording()};
   for (int i = 0; i < n; i++) {
     if (kiln_tensor_status(inputs[i]) != KILN_OK) return b->forward(b, n, inputs); /* passes the failure on */
     s.dtype[i] = kiln_tensor_dtype(inputs[i]);
@@ -198,35 +291,63 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
   if (!hit) {
     char reason[256];
     trace_reason(h, &s, reason, sizeof reason);
-    kiln_tensor *failure = NULL;
-    kiln_plan *plan = trace(b, h, n, inputs, &failure);
-    h->traces++;
-    if (h->imperative) {
-      log_line(h, "trace %d (%s): a child cannot be traced; %s runs imperatively, its hybridized children compiled",
-               h->traces, reason, b->type);
-      return b->forward(b, n, inputs);
-    }
-    if (!plan) return failure;
-    kiln_plan_stats st = kiln_plan_get_stats(plan);
-    log_line(h, "trace %d (%s): %d nodes -> %d steps, arena %lld bytes", h->traces, reason, st.nodes_before, st.steps,
-             (long long)st.arena_bytes);
     if (h->n_cached == h->opts.cache_capacity) {
       int oldest = 0;
       for (int i = 1; i < h->n_cached; i++)
         if (h->cache[i].last_use < h->cache[oldest].last_use) oldest = i;
-      kiln_plan_free(h->cache[oldest].plan);
+      entry_clear(&h->cache[oldest]);
       h->cache[oldest] = h->cache[--h->n_cached];
     }
+    cache_entry entry = {.sig = s};
+    kiln_tensor *failure = NULL;
+    entry.plan = trace(b, h, n, inputs, &failure, &entry, s.recording);
+    h->traces++;
+    if (h->imperative) {
+      entry_clear(&entry);
+      log_line(h, "trace %d (%s): a child cannot be traced; %s runs imperatively, its hybridized children compiled",
+               h->traces, reason, b->type);
+      return b->forward(b, n, inputs);
+    }
+    if (!entry.plan) {
+      entry_clear(&entry);
+      /* Recorded, a forward that cannot be traced in training mode (it
+       * updates state in place, as BatchNorm does) still runs eagerly. */
+      if (s.recording) {
+        log_line(h, "trace %d (%s): recorded calls run imperatively: %s", h->traces, reason, kiln_tensor_error(failure));
+        return b->forward(b, n, inputs);
+      }
+      return failure;
+    }
+    kiln_plan_stats st = kiln_plan_get_stats(entry.plan);
+    log_line(h, "trace %d (%s): %d nodes -> %d steps, arena %lld bytes%s", h->traces, reason, st.nodes_before, st.steps,
+             (long long)st.arena_bytes, entry.train ? ", with a forward and backward plan" : "");
     hit = &h->cache[h->n_cached++];
-    hit->sig = s;
-    hit->plan = plan;
+    *hit = entry;
   }
   hit->last_use = ++h->clock;
   h->last = s;
   h->has_last = true;
+  if (s.recording && !hit->train) return b->forward(b, n, inputs);
   kiln_tensor *y;
   kiln_status st = kiln_plan_run(hit->plan, n, inputs, &y);
   if (st == KILN_OK && h->opts.check && (st = kiln_plan_check(hit->plan, n, inputs, 1e-5, 1e-6)) != KILN_OK)
     log_line(h, "check: %s", kiln_last_error());
-  return st == KILN_OK ? y : kiln_failed(st, "%s: %s", b->type, kiln_last_error());
+  if (st != KILN_OK) return kiln_failed(st, "%s: %s", b->type, kiln_last_error());
+  if (!s.recording) return y;
+  /* One tape node for the whole call, over the inputs and parameters. */
+  kiln_tensor *tape_in[8 + 256];
+  int n_tape = 0;
+  for (int i = 0; i < n; i++)
+    if (hit->input_grad[i]) tape_in[n_tape++] = inputs[i];
+  for (int j = 0; j < hit->n_params && n_tape < (int)(sizeof tape_in / sizeof *tape_in); j++) tape_in[n_tape++] = hit->params[j];
+  recorded_call *r = kiln_calloc(1, sizeof *r);
+  if (!r) return kiln_failed(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory recording the call", b->type);
+  r->train = graph_plan_retain(hit->train);
+  r->n = n;
+  for (int i = 0; i < n; i++) r->inputs[i] = kiln_tensor_retain(inputs[i]);
+  if (!autograd_record_custom(&recorded_def, recorded_backward, r, recorded_free, n_tape, tape_in, 1, &y)) {
+    recorded_free(r);
+    return kiln_failed(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory recording the call", b->type);
+  }
+  return y;
 }
