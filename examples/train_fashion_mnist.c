@@ -174,6 +174,13 @@ int main(int argc, char **argv) {
     kiln_tensor_release(train_y);
     train_x = sx, train_y = sy;
   }
+  /* Scaled to [0, 1] floats once, as PyTorch's DataLoaders hold them, so
+   * each batch is a gather rather than a conversion. */
+  kiln_scope_begin();
+  kiln_tensor *scaled = kiln_keep(kiln_mul_scalar(kiln_cast(train_x, KILN_F32), 1.0 / 255));
+  kiln_scope_end();
+  kiln_tensor_release(train_x);
+  train_x = scaled;
   kiln_loader *train = kiln_loader_new(train_x, train_y, o.batch, true, 1, KILN_LAST_BATCH_KEEP);
   kiln_loader *test = kiln_loader_new(test_x, test_y, 1000, false, 0, KILN_LAST_BATCH_KEEP);
   if (!train || !test) return fail("loader");
