@@ -530,6 +530,7 @@ typedef struct {
   bool dce;               /* only what the outputs need */
   bool plan_memory;       /* arena buffers reused after their last reader */
   bool reference_kernels; /* run the reference kernels (for checking) */
+  bool verify;            /* check the plan after the passes (always in debug builds) */
 } kiln_compile_options;
 KILN_API kiln_compile_options kiln_compile_options_default(void);
 

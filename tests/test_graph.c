@@ -93,6 +93,7 @@ static void plans_equal_eager(void **state) {
       kiln_compile_options o = kiln_compile_options_default();
       if (variant == 1) o.simplify = o.cse = o.fold = o.dce = o.plan_memory = false;
       if (variant == 2) o.reference_kernels = true;
+      o.verify = true;
       kiln_scope_begin();
       kiln_plan *plan = compile_case(c, &o, p);
       kiln_tensor *in[2];
@@ -141,7 +142,7 @@ static void passes_do_their_job(void **state) {
   kiln_tensor *same = kiln_add_scalar(kiln_mul_scalar(x, 1), 0);
   kiln_tensor *y = kiln_add(kiln_mul(kiln_add(e1, e2), six), same);
   kiln_plan *all = kiln_graph_compile(g, 1, &y, NULL);
-  kiln_compile_options none = {false, false, false, false, false, false};
+  kiln_compile_options none = {false, false, false, false, false, false, true};
   kiln_plan *raw = kiln_graph_compile(g, 1, &y, &none);
   assert_non_null(all);
   assert_non_null(raw);

@@ -58,7 +58,7 @@ struct kiln_plan {
 };
 
 kiln_compile_options kiln_compile_options_default(void) {
-  kiln_compile_options o = {true, true, true, true, true, false};
+  kiln_compile_options o = {true, true, true, true, true, false, false};
   const char *off = getenv("KILN_DISABLE_PASSES");
   if (off) {
     o.simplify = !strstr(off, "simplify");
@@ -366,6 +366,55 @@ kiln_plan *graph_plan_retain(kiln_plan *p) {
   return p;
 }
 
+/* The verifier: every step reads only values that exist by then (inputs,
+ * bound tensors, earlier steps' outputs, views of those), writes values
+ * no other step writes, and its op's inference on its input values gives
+ * exactly its output values' dtypes and shapes. Run after the passes in
+ * debug builds and when the options ask. */
+static kiln_status verify(const kiln_plan *p) {
+  bool *ready = kiln_calloc((size_t)p->n_values + 1, sizeof(bool));
+  if (!ready) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "plan verifier: out of memory");
+  kiln_status st = KILN_OK;
+  for (int v = 0; v < p->n_values; v++) ready[v] = p->values[v].kind == VAL_INPUT || p->values[v].kind == VAL_BOUND;
+  for (int s = 0; s < p->n_steps && st == KILN_OK; s++) {
+    const plan_step *ps = &p->steps[s];
+    const kiln_op_def *def = kiln_op_get(ps->op);
+    kk_view vin[64], vout[64];
+    kiln_out_desc desc[64];
+    for (int k = 0; k < ps->n_in && st == KILN_OK; k++) {
+      const plan_value *v = &p->values[ps->in[k]];
+      if (!ready[root_of(p, ps->in[k])])
+        st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: step %d (%s) reads value %d before it is written", s, def->name,
+                         ps->in[k]);
+      vin[k] = (kk_view){.dtype = v->dtype, .ndim = v->ndim};
+      memcpy(vin[k].shape, v->shape, sizeof vin[k].shape);
+      memcpy(vin[k].strides, v->strides, sizeof vin[k].strides);
+    }
+    for (int k = 0; k < ps->n_out && st == KILN_OK; k++)
+      if (ready[ps->out[k]])
+        st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: step %d (%s) writes value %d, already written", s, def->name,
+                         ps->out[k]);
+    if (st != KILN_OK) break;
+    kiln_op_call c = {.def = def, .n_in = ps->n_in, .n_out = ps->n_out, .in = vin, .out = vout};
+    memcpy(c.attrs, ps->attrs, sizeof c.attrs);
+    memset(desc, 0, sizeof(kiln_out_desc) * (size_t)ps->n_out);
+    if ((st = def->infer(&c, desc)) != KILN_OK) {
+      st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: step %d (%s) no longer infers: %s", s, def->name, kiln_last_error());
+      break;
+    }
+    for (int k = 0; k < ps->n_out && st == KILN_OK; k++) {
+      const plan_value *v = &p->values[ps->out[k]];
+      if (desc[k].dtype != v->dtype || desc[k].ndim != v->ndim ||
+          memcmp(desc[k].shape, v->shape, sizeof(int64_t) * (size_t)v->ndim))
+        st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: step %d (%s) output %d: the op gives a different shape or dtype",
+                         s, def->name, k);
+      ready[ps->out[k]] = true;
+    }
+  }
+  kiln_free(ready);
+  return st;
+}
+
 void kiln_plan_free(kiln_plan *p) {
   if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
   /* Every run holds a reference, so none is in flight now; this may run
@@ -525,6 +574,12 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
   }
   p->n_outputs = n_out;
   p->stats.steps = p->n_steps;
+#ifndef NDEBUG
+  const bool verify_always = true;
+#else
+  const bool verify_always = false;
+#endif
+  if (st == KILN_OK && (verify_always || p->opts.verify)) st = verify(p);
   if (st == KILN_OK) st = plan_memory(p);
   if (st == KILN_OK && p->arena_bytes) {
     p->arena = kiln_alloc(p->arena_bytes);
