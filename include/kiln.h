@@ -537,6 +537,7 @@ KILN_API kiln_compile_options kiln_compile_options_default(void);
 typedef struct {
   int nodes_before, steps;
   int simplified, merged, folded;
+  int in_place; /* elementwise steps writing over an input that dies there */
   int64_t arena_bytes, unplanned_bytes;
 } kiln_plan_stats;
 

@@ -295,12 +295,38 @@ static kiln_status plan_memory(kiln_plan *p) {
       if (last[v] < s) last[v] = s;
     }
   }
-  int n_free = 0;
+  bool *taken = kiln_calloc((size_t)p->n_values + 1, sizeof(bool)); /* its range went to an in-place output */
+  if (!taken) {
+    kiln_free(last), kiln_free(free_off), kiln_free(free_len);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory planning memory");
+  }
+  int n_free = 0, in_place = 0;
   size_t top = 0;
   for (int s = 0; s < p->n_steps; s++) {
-    for (int k = 0; k < p->steps[s].n_out; k++) {
-      plan_value *v = &p->values[p->steps[s].out[k]];
+    const plan_step *ps = &p->steps[s];
+    const kiln_op_def *def = kiln_op_get(ps->op);
+    for (int k = 0; k < ps->n_out; k++) {
+      plan_value *v = &p->values[ps->out[k]];
       if (v->kind != VAL_ARENA) continue;
+      /* In place: an elementwise op may write over an input that dies here
+       * and has exactly the output's dtype and shape, read without a view
+       * (element i is read before it is written, by the same thread). Not
+       * copy, whose kernel may be a memcpy. */
+      int reuse = -1;
+      for (int i = 0; p->opts.plan_memory && (def->flags & KILN_OP_ELEMENTWISE) && ps->op != KILN_OP_COPY && ps->n_out == 1 &&
+                      i < ps->n_in && reuse < 0;
+           i++) {
+        const plan_value *in = &p->values[ps->in[i]];
+        if (in->kind == VAL_ARENA && last[ps->in[i]] == s && !taken[ps->in[i]] && in->dtype == v->dtype &&
+            in->ndim == v->ndim && !memcmp(in->shape, v->shape, sizeof(int64_t) * (size_t)v->ndim))
+          reuse = ps->in[i];
+      }
+      if (reuse >= 0) {
+        v->offset = p->values[reuse].offset;
+        taken[reuse] = true;
+        in_place++;
+        continue;
+      }
       size_t need = (value_bytes(v) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
       if (need == 0) need = KILN_ALIGN;
       int fit = -1;
@@ -319,7 +345,7 @@ static kiln_status plan_memory(kiln_plan *p) {
     /* Values whose last reader is this step give their range back. */
     for (int v = 0; v < p->n_values; v++) {
       plan_value *pv = &p->values[v];
-      if (pv->kind != VAL_ARENA || last[v] != s) continue;
+      if (pv->kind != VAL_ARENA || last[v] != s || taken[v]) continue;
       size_t len = (value_bytes(pv) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
       free_off[n_free] = (size_t)pv->offset;
       free_len[n_free++] = len ? len : KILN_ALIGN;
@@ -331,7 +357,8 @@ static kiln_status plan_memory(kiln_plan *p) {
     if (p->values[v].kind == VAL_ARENA) sum += value_bytes(&p->values[v]);
   p->stats.arena_bytes = (int64_t)top;
   p->stats.unplanned_bytes = (int64_t)sum;
-  kiln_free(last), kiln_free(free_off), kiln_free(free_len);
+  p->stats.in_place = in_place;
+  kiln_free(last), kiln_free(free_off), kiln_free(free_len), kiln_free(taken);
   return KILN_OK;
 }
 
