@@ -372,20 +372,6 @@ static void real_fashion_mnist(void **state) {
   }
 }
 
-static long alloc_count, fail_at;
-
-static void *failing_alloc(size_t size, size_t align, void *user) {
-  (void)user;
-  if (alloc_count++ == fail_at) return NULL;
-  void *p = NULL;
-  return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void plain_free(void *ptr, void *user) {
-  (void)user;
-  free(ptr);
-}
-
 /* Each allocation of a gzip load (zlib's included) and of a loader fails in
  * turn: the outcome is success or KILN_ERR_OUT_OF_MEMORY, never a crash or a
  * leak. */
@@ -398,10 +384,9 @@ static void allocation_failures(void **state) {
   write_gzip(path, b, len, 2);
   free(b);
   kiln_tensor *labels = tu_track(kiln_arange(0, 30, 1, KILN_I64));
-  for (fail_at = 0;; fail_at++) {
-    alloc_count = 0;
+  for (long fail_at = 0;; fail_at++) {
     kiln_waitall();
-    kiln_set_allocator(failing_alloc, plain_free, NULL);
+    tu_fail_allocation(fail_at);
     kiln_tensor *t = kiln_load_idx(path);
     kiln_status st = kiln_tensor_status(t);
     kiln_status lst = KILN_OK;
@@ -418,11 +403,11 @@ static void allocation_failures(void **state) {
       kiln_tensor_release(u8);
     }
     kiln_waitall();
-    kiln_set_allocator(NULL, NULL, NULL);
+    tu_restore_allocator();
     assert_true(st == KILN_OK || st == KILN_ERR_OUT_OF_MEMORY);
     assert_true(lst == KILN_OK || lst == KILN_ERR_OUT_OF_MEMORY);
     kiln_tensor_release(t);
-    if (st == KILN_OK && lst == KILN_OK && alloc_count <= fail_at) break;
+    if (st == KILN_OK && lst == KILN_OK && tu_allocations() <= fail_at) break;
   }
   remove(path);
 }

@@ -548,20 +548,6 @@ static void utf8_validation(void **state) {
 
 /* ------------------------------------------------------------ allocation failures */
 
-static long alloc_count, fail_at;
-
-static void *failing_alloc(size_t size, size_t align, void *user) {
-  (void)user;
-  if (alloc_count++ == fail_at) return NULL;
-  void *p = NULL;
-  return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void plain_free(void *ptr, void *user) {
-  (void)user;
-  free(ptr);
-}
-
 /* Each allocation of a parse fails in turn (arena chunks, the scratch
  * stack as it grows, an object's index, a long number's copy): the outcome
  * is success or KILN_ERR_OUT_OF_MEMORY, never a crash or a leak. */
@@ -574,18 +560,18 @@ static void allocation_failures(void **state) {
   for (int i = 0; i < 2000; i++)
     len += (size_t)snprintf(text + len, cap - len, ",\"key%d\":[%d,\"s\\u00e9\",{}]", i, i);
   len += (size_t)snprintf(text + len, cap - len, "}");
+  long fail_at;
   for (fail_at = 0;; fail_at++) {
-    alloc_count = 0;
-    kiln_set_allocator(failing_alloc, plain_free, NULL);
+    tu_fail_allocation(fail_at);
     json_doc *d = NULL;
     kiln_status st = json_parse(text, len, NULL, &d);
-    kiln_set_allocator(NULL, NULL, NULL);
+    tu_restore_allocator();
     assert_true(st == KILN_OK || st == KILN_ERR_OUT_OF_MEMORY);
     assert_true((st == KILN_OK) == (d != NULL));
     if (st == KILN_ERR_OUT_OF_MEMORY) assert_non_null(strstr(kiln_last_error(), "out of memory"));
     if (st == KILN_OK) assert_int_equal(json_object_size(json_root(d)), 2001);
     json_free(d);
-    if (st == KILN_OK && alloc_count <= fail_at) break;
+    if (st == KILN_OK && tu_allocations() <= fail_at) break;
   }
   assert_true(fail_at > 10);
   free(text);

@@ -22,7 +22,6 @@
 #include "imperative/dispatch.h" /* kiln_attrs_default, for the pool gradient ops */
 #include "kernels/nn.h"         /* kk_conv2d_use_simd */
 #include "ops/nn_grad.h"
-#include <stdatomic.h>
 
 #include "testutil.h"
 
@@ -979,33 +978,16 @@ static void zero_size_batches(void **state) {
 
 /* ------------------------------------------------------------ allocation failures */
 
-/* alloc_count is atomic: kernels allocate scratch on engine workers. */
-static atomic_long alloc_count;
-static long fail_at;
-
-static void *failing_alloc(size_t size, size_t align, void *user) {
-  (void)user;
-  if (atomic_fetch_add(&alloc_count, 1) == fail_at) return NULL;
-  void *p = NULL;
-  return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void plain_free(void *ptr, void *user) {
-  (void)user;
-  free(ptr);
-}
-
 /* Fails each allocation of one call in turn: every outcome is success or
  * KILN_ERR_OUT_OF_MEMORY with a message, never a crash or a leak. */
 #define EACH_ALLOCATION_FAILS(label, expr)                                                          \
   do {                                                                                              \
-    for (fail_at = 0;; fail_at++) {                                                                 \
-      alloc_count = 0;                                                                              \
+    for (long fail_at = 0;; fail_at++) {                                                            \
       kiln_waitall(); /* nothing in flight while the allocator changes */                          \
-      kiln_set_allocator(failing_alloc, plain_free, NULL);                                          \
+      tu_fail_allocation(fail_at);                                                                  \
       kiln_tensor *r_ = (expr);                                                                     \
       kiln_waitall(); /* the op's kernel allocates on an engine worker */                           \
-      kiln_set_allocator(NULL, NULL, NULL);                                                         \
+      tu_restore_allocator();                                                                       \
       kiln_status st_ = kiln_tensor_status(r_);                                                     \
       if (st_ != KILN_OK && st_ != KILN_ERR_OUT_OF_MEMORY)                                          \
         fprintf(stderr, "%s: allocation %ld failing gave %s: %s\n", (label), fail_at,              \
@@ -1013,7 +995,7 @@ static void plain_free(void *ptr, void *user) {
       assert_true(st_ == KILN_OK || st_ == KILN_ERR_OUT_OF_MEMORY);                                 \
       if (st_ != KILN_OK) assert_true(strlen(kiln_tensor_error(r_)) > 0);                           \
       kiln_tensor_release(r_);                                                                      \
-      if (st_ == KILN_OK && alloc_count <= fail_at) break;                                          \
+      if (st_ == KILN_OK && tu_allocations() <= fail_at) break;                                     \
     }                                                                                               \
   } while (0)
 

@@ -228,20 +228,6 @@ static void every_truncation_fails(void **state) {
   remove(dst);
 }
 
-static long alloc_count, fail_at;
-
-static void *failing_alloc(size_t size, size_t align, void *user) {
-  (void)user;
-  if (alloc_count++ == fail_at) return NULL;
-  void *p = NULL;
-  return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void plain_free(void *ptr, void *user) {
-  (void)user;
-  free(ptr);
-}
-
 /* Each allocation of a load and of a save fails in turn: the outcome is
  * success or KILN_ERR_OUT_OF_MEMORY, never a crash, a leak or a stray
  * temporary file. */
@@ -252,20 +238,19 @@ static void allocation_failures(void **state) {
   tmp_path(dst, sizeof dst, "oom");
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
   kiln_tensor *x = tu_track(tu_noncontiguous(tu_track(tu_fixture("npy_f4"))));
-  for (fail_at = 0;; fail_at++) {
-    alloc_count = 0;
+  for (long fail_at = 0;; fail_at++) {
     kiln_waitall(); /* memory the old allocator gave must go back to it */
-    kiln_set_allocator(failing_alloc, plain_free, NULL);
+    tu_fail_allocation(fail_at);
     kiln_tensor *t = kiln_load_npy(src);
     kiln_status saved = kiln_save_npy(x, dst);
     kiln_waitall(); /* memory the old allocator gave must go back to it */
-    kiln_set_allocator(NULL, NULL, NULL);
+    tu_restore_allocator();
     kiln_status st = kiln_tensor_status(t);
     assert_true(st == KILN_OK || st == KILN_ERR_OUT_OF_MEMORY);
     assert_true(saved == KILN_OK || saved == KILN_ERR_OUT_OF_MEMORY);
     assert_int_equal(access(tmp, F_OK), -1);
     kiln_tensor_release(t);
-    if (st == KILN_OK && saved == KILN_OK && alloc_count <= fail_at) break;
+    if (st == KILN_OK && saved == KILN_OK && tu_allocations() <= fail_at) break;
   }
   remove(dst);
 }

@@ -651,20 +651,6 @@ static void save_is_atomic(void **state) {
 
 /* ------------------------------------------------------------ allocation failures */
 
-static long alloc_count, fail_at;
-
-static void *failing_alloc(size_t size, size_t align, void *user) {
-  (void)user;
-  if (alloc_count++ == fail_at) return NULL;
-  void *p = NULL;
-  return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void plain_free(void *ptr, void *user) {
-  (void)user;
-  free(ptr);
-}
-
 /* Each allocation of a load (from a file and from memory) and of a save
  * fails in turn: the outcome is success or KILN_ERR_OUT_OF_MEMORY, never a
  * crash, a leak, a half-set output or a stray temporary file. */
@@ -679,10 +665,10 @@ static void allocation_failures(void **state) {
   loaded l = load_ok(src);
   kiln_tensor *strided[6];
   for (int i = 0; i < l.n; i++) strided[i] = tu_track(tu_noncontiguous(l.tensors[i]));
+  long fail_at;
   for (fail_at = 0;; fail_at++) {
-    alloc_count = 0;
     kiln_waitall(); /* memory the old allocator gave must go back to it */
-    kiln_set_allocator(failing_alloc, plain_free, NULL);
+    tu_fail_allocation(fail_at);
     int n1 = -1, n2 = -1;
     char **names1 = NULL, **names2 = NULL;
     kiln_tensor **t1 = NULL, **t2 = NULL;
@@ -692,7 +678,7 @@ static void allocation_failures(void **state) {
     kiln_named_tensors_free(n1, names1, t1);
     kiln_named_tensors_free(n2, names2, t2);
     kiln_waitall();
-    kiln_set_allocator(NULL, NULL, NULL);
+    tu_restore_allocator();
     assert_true(s1 == KILN_OK || s1 == KILN_ERR_OUT_OF_MEMORY);
     assert_true(s2 == KILN_OK || s2 == KILN_ERR_OUT_OF_MEMORY);
     assert_true(s3 == KILN_OK || s3 == KILN_ERR_OUT_OF_MEMORY);
@@ -701,7 +687,7 @@ static void allocation_failures(void **state) {
     if (s1 != KILN_OK) assert_true(!names1 && !t1);
     if (s2 != KILN_OK) assert_true(!names2 && !t2);
     expect_no_temporaries(dst);
-    if (s1 == KILN_OK && s2 == KILN_OK && s3 == KILN_OK && alloc_count <= fail_at) break;
+    if (s1 == KILN_OK && s2 == KILN_OK && s3 == KILN_OK && tu_allocations() <= fail_at) break;
   }
   assert_true(fail_at > 20);
   kiln_named_tensors_free(l.n, l.names, l.tensors);

@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,3 +294,30 @@ kiln_tensor *tu_random_f64(int nd, const int64_t *shape, uint64_t seed, double l
 void tu_release_n(int n, kiln_tensor **in) {
   for (int i = 0; i < n; i++) kiln_tensor_release(in[i]);
 }
+
+/* ------------------------------------------------------------ allocation failures */
+
+static atomic_long allocations;
+static long failing;
+
+static void *failing_alloc(size_t size, size_t align, void *user) {
+  (void)user;
+  if (atomic_fetch_add(&allocations, 1) == failing) return NULL;
+  void *p = NULL;
+  return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
+}
+
+static void plain_free(void *ptr, void *user) {
+  (void)user;
+  free(ptr);
+}
+
+void tu_fail_allocation(long n) {
+  failing = n;
+  atomic_store(&allocations, 0);
+  kiln_set_allocator(failing_alloc, plain_free, NULL);
+}
+
+long tu_allocations(void) { return atomic_load(&allocations); }
+
+void tu_restore_allocator(void) { kiln_set_allocator(NULL, NULL, NULL); }

@@ -72,4 +72,15 @@ void tu_release_n(int n, kiln_tensor **in);
 void tu_assert_fails(const char *label, const kiln_tensor *t, kiln_status st, const char *text, const char *file,
                      int line);
 
+/* Allocation-failure sweeps. tu_fail_allocation(n) routes kiln's
+ * allocations through an allocator whose allocation n (counting from 0,
+ * from now) fails; tu_allocations() is how many were asked for since (the
+ * count is atomic: kernels allocate on engine workers);
+ * tu_restore_allocator() gives kiln its own back. Switch only with nothing
+ * in flight (kiln_waitall first): memory goes back to the allocator that
+ * gave it. */
+void tu_fail_allocation(long n);
+long tu_allocations(void);
+void tu_restore_allocator(void);
+
 #endif
