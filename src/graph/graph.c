@@ -186,72 +186,37 @@ static int bind(kiln_graph *g, kiln_tensor *t) {
 }
 
 kiln_status graph_record(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs, int n_out,
-                         kiln_tensor **out) {
+                         const kiln_out_desc *desc, kiln_tensor **out) {
   const kiln_op_def *def = kiln_op_get(id);
   kiln_graph *g = tracing;
-  for (int i = 0; i < n_in; i++) {
+  kiln_status st = KILN_OK;
+  for (int i = 0; i < n_in && st == KILN_OK; i++) {
     kiln_graph *h = NULL;
     if (graph_ref_of(in[i], &h, NULL) < 0) continue;
     if (!g) g = h;
-    if (h != g) {
-      kiln_status st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: input %d belongs to another graph%s", def->name, i,
-                                   tracing ? " than the one being traced" : "");
-      for (int k = 0; k < n_out; k++) out[k] = tensor_new_failed(st, kiln_last_error());
-      return st;
-    }
-  }
-  /* Inference as eager dispatch does it, on views without data: the
-   * symbolic inputs' strides are the ones the plan will give them. */
-  enum { LOCAL = 8 };
-  kk_view local[LOCAL], local_out[LOCAL];
-  kiln_out_desc local_desc[LOCAL];
-  kk_view *vin = n_in <= LOCAL ? local : kiln_alloc(sizeof(kk_view) * (size_t)n_in);
-  kk_view *vout = n_out <= LOCAL ? local_out : kiln_alloc(sizeof(kk_view) * (size_t)n_out);
-  kiln_out_desc *desc = n_out <= LOCAL ? local_desc : kiln_alloc(sizeof(kiln_out_desc) * (size_t)n_out);
-  kiln_op_call c = {.def = def, .n_in = n_in, .n_out = n_out, .in = vin, .out = vout};
-  memcpy(c.attrs, attrs, sizeof(kiln_attr_value) * KILN_MAX_ATTRS);
-  kiln_status st = KILN_OK;
-  int node = -1;
-  if (!vin || !vout || !desc) {
-    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory building a graph", def->name);
-    goto done;
-  }
-  for (int i = 0; i < n_in; i++) vin[i] = tensor_view_of(in[i]);
-  memset(desc, 0, sizeof(kiln_out_desc) * (size_t)n_out);
-  if ((st = def->infer(&c, desc)) != KILN_OK) goto done;
-  for (int k = 0; k < n_out; k++) {
-    int64_t numel;
-    if ((st = tensor_checked_numel(def->name, desc[k].dtype, desc[k].ndim, desc[k].shape, &numel)) != KILN_OK) goto done;
+    if (h != g)
+      st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: input %d belongs to another graph%s", def->name, i,
+                       tracing ? " than the one being traced" : "");
   }
   /* Bound tensors first, so node order stays a topological order. */
-  for (int i = 0; i < n_in; i++) {
-    if (in[i]->sym) continue;
-    if (bind(g, in[i]) < 0) {
-      st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory building a graph", def->name);
-      goto done;
-    }
-  }
-  node = add_node(g, GRAPH_OP, n_in, n_out);
-  if (node < 0) {
-    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory building a graph", def->name);
-    goto done;
-  }
-  for (int i = 0; i < n_in; i++) {
-    int index = 0, src = graph_ref_of(in[i], NULL, &index);
-    g->nodes[node].in[i] = (graph_ref){src >= 0 ? src : bind(g, in[i]), index};
+  for (int i = 0; i < n_in && st == KILN_OK; i++)
+    if (!in[i]->sym && bind(g, in[i]) < 0) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory building a graph", def->name);
+  int node = st == KILN_OK ? add_node(g, GRAPH_OP, n_in, n_out) : -1;
+  if (st == KILN_OK && node < 0) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory building a graph", def->name);
+  if (st != KILN_OK) {
+    for (int k = 0; k < n_out; k++) out[k] = tensor_new_failed(st, kiln_last_error());
+    return st;
   }
   graph_node *n = &g->nodes[node];
+  for (int i = 0; i < n_in; i++) {
+    int index = 0, src = graph_ref_of(in[i], NULL, &index);
+    n->in[i] = (graph_ref){src >= 0 ? src : bind(g, in[i]), index};
+  }
   n->op = id;
-  memcpy(n->attrs, c.attrs, sizeof n->attrs);
+  memcpy(n->attrs, attrs, sizeof n->attrs);
   memcpy(n->out, desc, sizeof(kiln_out_desc) * (size_t)n_out);
   for (int k = 0; k < n_out; k++) out[k] = symbolic(g, node, k);
-done:
-  if (st != KILN_OK)
-    for (int k = 0; k < n_out; k++) out[k] = tensor_new_failed(st, kiln_last_error());
-  if (vin != local) kiln_free(vin);
-  if (vout != local_out) kiln_free(vout);
-  if (desc != local_desc) kiln_free(desc);
-  return st;
+  return KILN_OK;
 }
 
 /* ------------------------------------------------------------ dumps */

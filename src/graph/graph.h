@@ -47,12 +47,12 @@ typedef struct {
 /* True when an op on these inputs must be recorded into a graph: a trace is
  * active on this thread, or an input is symbolic. */
 bool graph_wants(int n_in, kiln_tensor *const *in);
-/* Appends op id to the graph (the trace's, else the symbolic inputs'):
- * infers the outputs exactly as eager dispatch would, so errors are found
- * at the call, and gives symbolic outputs. Same contract as
- * kiln_dispatch_owned. */
+/* Appends op id to the graph (the trace's, else the symbolic inputs'),
+ * after dispatch has checked and inferred the call exactly as it does
+ * eagerly (so errors are found at the call), and gives symbolic outputs
+ * shaped by desc. Same contract as kiln_dispatch_owned. */
 kiln_status graph_record(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs, int n_out,
-                         kiln_tensor **out);
+                         const kiln_out_desc *desc, kiln_tensor **out);
 
 /* Tracing: ops called on this thread append to g until the matching end.
  * Suspend/resume bracket work inside a trace that must run eagerly

@@ -19,7 +19,7 @@ static _Thread_local bool use_reference;
 
 bool (*dispatch_graph_wants)(int n_in, kiln_tensor *const *in);
 kiln_status (*dispatch_graph_record)(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
-                                     int n_out, kiln_tensor **out);
+                                     int n_out, const kiln_out_desc *desc, kiln_tensor **out);
 
 bool kiln_use_reference_kernels(bool on) {
   bool old = use_reference;
@@ -203,20 +203,22 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
     st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: gives %d outputs, %d requested", def->name, expect_out, n_out);
     goto fail;
   }
-  if (dispatch_graph_wants && dispatch_graph_wants(n_in, in)) {
-    st = dispatch_graph_record(id, n_in, in, c.attrs, n_out, out);
-    goto done;
-  }
   memset(desc, 0, sizeof(kiln_out_desc) * (size_t)n_out);
   st = def->infer(&c, desc);
   if (st != KILN_OK) goto fail;
+  /* Views too: a broadcast view must not have more elements than an int64
+   * counts, or everything that walks it overflows. */
+  for (int k = 0; k < n_out; k++) {
+    int64_t numel;
+    st = tensor_checked_numel(def->name, desc[k].dtype, desc[k].ndim, desc[k].shape, &numel);
+    if (st != KILN_OK) goto fail;
+  }
+  if (dispatch_graph_wants && dispatch_graph_wants(n_in, in)) {
+    st = dispatch_graph_record(id, n_in, in, c.attrs, n_out, desc, out);
+    goto done;
+  }
 
   for (; made < n_out; made++) {
-    /* Views too: a broadcast view must not have more elements than an
-     * int64 counts, or everything that walks it overflows. */
-    int64_t numel;
-    st = tensor_checked_numel(def->name, desc[made].dtype, desc[made].ndim, desc[made].shape, &numel);
-    if (st != KILN_OK) goto fail;
     kiln_tensor *t = def->flags & KILN_OP_VIEW
                          ? tensor_new_view(in[0], desc[made].ndim, desc[made].shape, desc[made].strides, desc[made].offset)
                          : tensor_new(desc[made].dtype, desc[made].ndim, desc[made].shape);

@@ -34,10 +34,12 @@ kiln_tensor *kiln_zeros_like_owned(const kiln_tensor *t);
 
 /* Set by src/graph when it is first used: ops given a symbolic input, or
  * called while a trace is active, are recorded into a graph instead of
- * running (the graph layer sits above this one, so it installs itself). */
+ * running (the graph layer sits above this one, so it installs itself).
+ * Dispatch has checked and inferred the call; desc are its outputs. */
 extern bool (*dispatch_graph_wants)(int n_in, kiln_tensor *const *in);
 extern kiln_status (*dispatch_graph_record)(kiln_op_id id, int n_in, kiln_tensor *const *in,
-                                            const kiln_attr_value *attrs, int n_out, kiln_tensor **out);
+                                            const kiln_attr_value *attrs, int n_out, const kiln_out_desc *desc,
+                                            kiln_tensor **out);
 
 /* Fills vals with the defaults of op id's attributes. */
 void kiln_attrs_default(kiln_op_id id, kiln_attr_value *vals);
