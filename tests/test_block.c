@@ -593,6 +593,24 @@ static void block_errors_say_what_and_where(void **state) {
   TU_FAILS(kiln_block_call_n(kiln_block_child(net, 1), 2, (kiln_tensor *[]){x, x}), KILN_ERR_INVALID_ARGUMENT,
            "Dense: takes 1 input, got 2");
   TU_FAILS(kiln_block_param(net, "nope"), KILN_ERR_INVALID_ARGUMENT, "Sequential has no parameter 'nope'");
+  kiln_hybridize_options small = kiln_hybridize_options_default();
+  small.cache_capacity = 0;
+  assert_int_equal(kiln_block_hybridize(net, &small), KILN_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kiln_last_error(), "cache capacity 0 must be >= 1"));
+  assert_int_equal(kiln_block_hybridize(NULL, NULL), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_block_set_traceable(NULL, false), KILN_ERR_INVALID_ARGUMENT);
+  assert_string_equal(kiln_block_trace_log(NULL), "");
+  /* kiln_assign: dtypes must agree, the source broadcasts. */
+  kiln_tensor *dst = kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3));
+  assert_int_equal(kiln_assign(dst, kiln_zeros(KILN_F64, 0, NULL)), KILN_ERR_DTYPE);
+  assert_non_null(strstr(kiln_last_error(), "kiln_assign: src is float64, dst float32"));
+  assert_int_equal(kiln_assign(dst, kiln_zeros(KILN_F32, 1, TU_SHAPE(4))), KILN_ERR_SHAPE);
+  assert_int_equal(kiln_assign(NULL, dst), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_assign(dst, kiln_arange(0, 3, 1, KILN_F32)), KILN_OK);
+  assert_true(tu_close_values("assign broadcasts", dst, (double[]){0, 1, 2, 0, 1, 2}, 6, 0, 0));
+  /* Overlapping source and destination: a copy is taken first. */
+  assert_int_equal(kiln_assign(dst, kiln_slice(dst, 1, 2, 3, 1)), KILN_OK);
+  assert_true(tu_close_values("assign from itself", dst, (double[]){2, 2, 2, 2, 2, 2}, 6, 0, 0));
   kiln_scope_end();
   kiln_block_release(net);
 }

@@ -253,6 +253,18 @@ static void errors_name_the_op(void **state) {
   assert_int_equal(kiln_plan_run(p, 1, &wrong, &out), KILN_ERR_SHAPE);
   assert_non_null(strstr(kiln_last_error(), "input 'x' must be float32 [2, 3], got float32 [3, 2]"));
   assert_int_equal(kiln_plan_run(p, 0, NULL, &out), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_plan_run(NULL, 1, &wrong, &out), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_plan_check(p, 0, NULL, 0, 0), KILN_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kiln_last_error(), "the plan takes 1 inputs, got 0"));
+  TU_FAILS(kiln_graph_input(NULL, "y", KILN_F32, 1, TU_SHAPE(1)), KILN_ERR_INVALID_ARGUMENT, "graph is NULL");
+  TU_FAILS(kiln_graph_input(g, "y", KILN_F32, -1, NULL), KILN_ERR_INVALID_ARGUMENT, "bad dtype or -1 dims");
+  TU_FAILS(kiln_graph_input(g, "", KILN_F32, 1, TU_SHAPE(1)), KILN_ERR_INVALID_ARGUMENT, "name is empty");
+  assert_null(kiln_graph_compile(g, 0, NULL, NULL));
+  assert_non_null(strstr(kiln_last_error(), "at least one output"));
+  /* In-place writes cannot take symbolic tensors. */
+  kiln_tensor *c = kiln_zeros(KILN_F32, 2, TU_SHAPE(2, 3));
+  assert_int_equal(kiln_assign(c, y), KILN_ERR_UNSUPPORTED);
+  assert_non_null(strstr(kiln_last_error(), "src is symbolic"));
   kiln_plan_free(p);
   kiln_graph_release(g);
   kiln_graph_release(h);
