@@ -48,6 +48,7 @@ struct kiln_plan {
   int n_inputs, n_outputs, n_values, n_steps;
   int *input_nodes; /* graph nodes of the inputs, in creation order */
   int *outputs;     /* value ids */
+  graph_ref *output_refs; /* the graph values they compute, as given to compile */
   plan_value *values;
   plan_step *steps;
   size_t arena_bytes;
@@ -455,6 +456,7 @@ void kiln_plan_free(kiln_plan *p) {
   kiln_free(p->values);
   kiln_free(p->input_nodes);
   kiln_free(p->outputs);
+  kiln_free(p->output_refs);
   kiln_graph_release(p->graph);
   kiln_free(p);
 }
@@ -510,7 +512,8 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
   int vcap = 0, scap = 0;
   p->input_nodes = kiln_alloc(sizeof(int) * (size_t)(g->n_inputs + 1));
   p->outputs = kiln_alloc(sizeof(int) * (size_t)n_out);
-  if (!p->input_nodes || !p->outputs) {
+  p->output_refs = kiln_alloc(sizeof(graph_ref) * (size_t)n_out);
+  if (!p->input_nodes || !p->outputs || !p->output_refs) {
     st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
     goto done;
   }
@@ -599,6 +602,7 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
     p->values[c].index = k;
     p->outputs[k] = c;
   }
+  for (int k = 0; st == KILN_OK && k < n_out; k++) p->output_refs[k] = ((const graph_value *)outputs[k]->sym)->ref;
   p->n_outputs = n_out;
   p->stats.steps = p->n_steps;
 #ifndef NDEBUG
@@ -628,6 +632,12 @@ done:
 
 kiln_plan_stats kiln_plan_get_stats(const kiln_plan *p) { return p ? p->stats : (kiln_plan_stats){0}; }
 int kiln_plan_num_inputs(const kiln_plan *p) { return p ? p->n_inputs : 0; }
+
+kiln_graph *graph_plan_source(const kiln_plan *p, int *n_out, const graph_ref **outputs) {
+  *n_out = p->n_outputs;
+  *outputs = p->output_refs;
+  return p->graph;
+}
 
 /* ------------------------------------------------------------ running */
 

@@ -81,6 +81,10 @@ kiln_status graph_gradients(kiln_graph *g, kiln_tensor *y, kiln_tensor *head, in
 /* Another reference to a plan (kiln_plan_free drops one). */
 kiln_plan *graph_plan_retain(kiln_plan *p);
 
+/* The graph a plan was compiled from (as traced, before the passes) and
+ * the values of it the plan's outputs compute. */
+kiln_graph *graph_plan_source(const kiln_plan *p, int *n_out, const graph_ref **outputs);
+
 /* A description of a node for messages and dumps: "#12 relu". */
 void graph_node_label(const kiln_graph *g, int node, char *buf, size_t cap);
 
