@@ -294,6 +294,18 @@ KILN_API kiln_tensor *kiln_argmin(kiln_tensor *x, int axis, bool keepdims);
 KILN_API kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
 /* x[..., in] . w[out, in]^T + bias[out]; bias may be NULL. */
 KILN_API kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w, kiln_tensor *bias);
+typedef enum {
+  KILN_ACT_NONE = 0,
+  KILN_ACT_RELU,
+  KILN_ACT_SIGMOID,
+  KILN_ACT_TANH,
+  KILN_ACT_SOFTPLUS,
+  KILN_ACT_GELU,
+} kiln_activation;
+/* act(kiln_linear(x, w, bias)) in one op, the activation applied as the
+ * GEMM writes its output (none, relu, sigmoid or tanh: those whose
+ * gradient follows from the output). Dense layers use it. */
+KILN_API kiln_tensor *kiln_linear_act(kiln_tensor *x, kiln_tensor *w, kiln_tensor *bias, kiln_activation activation);
 
 /* ---------------------------------------------------------------- shape and indexing */
 
@@ -707,15 +719,7 @@ KILN_API kiln_status kiln_block_set_traceable(kiln_block *b, bool traceable);
  * [256, 784]): 9 nodes -> 5 steps, arena 20480 bytes". "" before any. */
 KILN_API const char *kiln_block_trace_log(const kiln_block *b);
 
-/* Layers (Gluon's nn). Activations fuse into Dense and Conv2D. */
-typedef enum {
-  KILN_ACT_NONE = 0,
-  KILN_ACT_RELU,
-  KILN_ACT_SIGMOID,
-  KILN_ACT_TANH,
-  KILN_ACT_SOFTPLUS,
-  KILN_ACT_GELU,
-} kiln_activation;
+/* Layers (Gluon's nn). */
 /* Calls the children in order, each on the previous one's output. */
 KILN_API kiln_block *kiln_nn_sequential(void);
 /* y = act(x w^T + b), weight [units, in_units], bias [units]. flatten: x is

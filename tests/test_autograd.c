@@ -59,6 +59,9 @@ UNARY_CASE(f_lse, kiln_logsumexp(in[0], 1, (int[]){1}, true))
 UNARY_CASE(f_var, kiln_var(in[0], 1, (int[]){0}, false, 1))
 UNARY_CASE(f_matmul, kiln_matmul(in[0], in[1]))
 UNARY_CASE(f_linear, kiln_linear(in[0], in[1], in[2]))
+UNARY_CASE(f_linear_relu, kiln_linear_act(in[0], in[1], in[2], KILN_ACT_RELU))
+UNARY_CASE(f_linear_sigmoid, kiln_linear_act(in[0], in[1], in[2], KILN_ACT_SIGMOID))
+UNARY_CASE(f_linear_tanh, kiln_linear_act(in[0], in[1], in[2], KILN_ACT_TANH))
 UNARY_CASE(f_reshape, kiln_reshape(in[0], 2, (int64_t[]){4, -1}))
 UNARY_CASE(f_transpose, kiln_transpose(in[0], 0, 2))
 UNARY_CASE(f_broadcast, kiln_broadcast_to(in[0], 3, (int64_t[]){2, 3, 4}))
@@ -209,6 +212,9 @@ static void linear_algebra(void **state) {
   kiln_tensor *lin[3] = {tu_random_f64(3, (int64_t[]){2, 3, 4}, 507, -1, 1), tu_random_f64(2, (int64_t[]){5, 4}, 508, -1, 1),
                          tu_random_f64(1, (int64_t[]){5}, 509, -1, 1)};
   tu_check_gradients("linear", f_linear, 3, lin);
+  tu_check_gradients("linear with relu", f_linear_relu, 3, lin);
+  tu_check_gradients("linear with sigmoid", f_linear_sigmoid, 3, lin);
+  tu_check_gradients("linear with tanh", f_linear_tanh, 3, lin);
   tu_release_n(3, lin);
 }
 

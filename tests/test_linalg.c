@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/view.h" /* kk_set_options: the portable loops too */
 #include "testutil.h"
 
 /* Random values in [-1, 1) rounded to dt, in v (row-major). */
@@ -279,11 +280,13 @@ static void naive_linear(const double *x, int64_t rows, int64_t in, const double
     }
 }
 
-static void linear_cases(void **state) {
-  (void)state;
+static void linear_cases_once(void) {
   const struct { int nd; int64_t x[3]; int64_t out; } cases[] = {
       {2, {5, 7}, 3}, {3, {2, 4, 7}, 3}, {1, {7}, 4}, {2, {1, 16}, 9}, {2, {6, 16}, 1}, {2, {0, 7}, 3}, {2, {4, 0}, 3},
       {2, {33, 128}, 20},
+      /* batch 1 (the dot-rows kernel): rows in fours and a remainder, depths
+       * in sixteens, an eight and a tail */
+      {2, {1, 37}, 7}, {2, {1, 512}, 13}, {1, {24}, 5}, {2, {1, 5}, 6},
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
     for (int dt = KILN_F32; dt <= KILN_F64; dt++) {
@@ -325,6 +328,62 @@ static void linear_cases(void **state) {
     }
 }
 
+static void linear_cases(void **state) {
+  (void)state;
+  linear_cases_once();
+  unsigned old = kk_set_options(kk_options() | KK_OPT_NO_SIMD);
+  linear_cases_once();
+  kk_set_options(old);
+}
+
+/* The fused activation of kiln_linear_act: the naive product through the
+ * activation computed here, and the same bits as the two ops unfused. */
+static void linear_activations(void **state) {
+  (void)state;
+  const kiln_activation acts[] = {KILN_ACT_RELU, KILN_ACT_SIGMOID, KILN_ACT_TANH};
+  const int64_t shapes[][3] = {{1, 70, 9}, {12, 33, 40}}; /* rows, in, out: the skinny road and BLAS's */
+  for (size_t sh = 0; sh < 2; sh++)
+    for (int dt = KILN_F32; dt <= KILN_F64; dt++) {
+      int64_t rows = shapes[sh][0], in = shapes[sh][1], out = shapes[sh][2];
+      double *xv, *wv, *bv;
+      kiln_tensor *x = make_random((kiln_dtype)dt, 2, (int64_t[]){rows, in}, 40 + sh, &xv);
+      kiln_tensor *w = make_random((kiln_dtype)dt, 2, (int64_t[]){out, in}, 50 + sh, &wv);
+      kiln_tensor *b = make_random((kiln_dtype)dt, 1, &out, 60 + sh, &bv);
+      double *z = calloc((size_t)(rows * out), 8), *absum = calloc((size_t)(rows * out), 8);
+      naive_linear(xv, rows, in, wv, out, bv, z, absum);
+      for (size_t a = 0; a < 3; a++) {
+        double *want = malloc(sizeof(double) * (size_t)(rows * out));
+        for (int64_t i = 0; i < rows * out; i++)
+          want[i] = acts[a] == KILN_ACT_RELU ? (z[i] > 0 ? z[i] : 0) : acts[a] == KILN_ACT_SIGMOID ? 1 / (1 + exp(-z[i])) : tanh(z[i]);
+        for (int ref = 0; ref < 2; ref++) {
+          kiln_use_reference_kernels(ref);
+          kiln_tensor *y = kiln_linear_act(x, w, b, acts[a]);
+          kiln_use_reference_kernels(false);
+          char label[96];
+          snprintf(label, sizeof label, "linear act %d %s shape %zu %s", (int)acts[a], ref ? "reference" : "optimised", sh,
+                   kiln_dtype_name((kiln_dtype)dt));
+          /* Every activation here has a slope of at most 1: the product's
+           * error bound carries over. */
+          assert_true(check_products(label, y, want, absum, rows * out, in + 1, (kiln_dtype)dt));
+          if (!ref) {
+            kiln_tensor *z2 = kiln_linear(x, w, b);
+            kiln_tensor *two = acts[a] == KILN_ACT_RELU ? kiln_relu(z2) : acts[a] == KILN_ACT_SIGMOID ? kiln_sigmoid(z2) : kiln_tanh(z2);
+            assert_true(tu_close(label, y, two, 0, 0));
+            kiln_tensor_release(z2), kiln_tensor_release(two);
+          }
+          kiln_tensor_release(y);
+        }
+        free(want);
+      }
+      kiln_tensor *bad = kiln_linear_act(x, w, b, KILN_ACT_GELU);
+      assert_int_equal(kiln_tensor_status(bad), KILN_ERR_INVALID_ARGUMENT);
+      assert_non_null(strstr(kiln_tensor_error(bad), "activation 5 is not none, relu, sigmoid or tanh"));
+      kiln_tensor_release(bad);
+      free(xv), free(wv), free(bv), free(z), free(absum);
+      kiln_tensor_release(x), kiln_tensor_release(w), kiln_tensor_release(b);
+    }
+}
+
 /* Hand-computed products, independent of the naive loop above. */
 static void matmul_known_values(void **state) {
   (void)state;
@@ -353,6 +412,7 @@ int main(void) {
       cmocka_unit_test(matmul_broadcast_views),
       cmocka_unit_test(matmul_ignores_stale_output_memory),
       cmocka_unit_test(linear_cases),
+      cmocka_unit_test(linear_activations),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

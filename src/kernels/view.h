@@ -30,7 +30,7 @@ typedef struct {
  * Dispatch captures the calling thread's options with each op and the
  * thread that runs the op applies them, so they follow ops onto engine
  * workers. */
-enum { KK_OPT_NO_SIMD = 1u << 0 }; /* conv2d: skip the AVX2 direct path */
+enum { KK_OPT_NO_SIMD = 1u << 0 }; /* skip the hand-written AVX2 paths: direct conv2d, pooling, batch-1 GEMM */
 unsigned kk_options(void);
 unsigned kk_set_options(unsigned options); /* returns the previous options */
 

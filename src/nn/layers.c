@@ -90,7 +90,9 @@ static kiln_tensor *dense_forward(kiln_block *self, int n, kiln_tensor *const *i
   }
   kiln_tensor *w = kiln_block_param_for(self, "weight", 2, (int64_t[]){p->units, in_units});
   kiln_tensor *b = p->use_bias ? kiln_block_param_for(self, "bias", 1, &p->units) : NULL;
-  return kiln_activate(kiln_linear(x, w, b), p->activation);
+  if (p->activation == KILN_ACT_SOFTPLUS || p->activation == KILN_ACT_GELU)
+    return kiln_activate(kiln_linear(x, w, b), p->activation);
+  return kiln_linear_act(x, w, b, p->activation);
 }
 
 kiln_block *kiln_nn_dense_ex(const kiln_dense_params *p) {

@@ -211,6 +211,13 @@ static kiln_status grad_matmul(kiln_grad_call *c) {
 
 static kiln_status grad_linear(kiln_grad_call *c) {
   kiln_tensor *x = c->in[0], *w = c->in[1], *g = G;
+  /* Through the fused activation first, from its output. */
+  switch (c->attrs[0].i) {
+  case KILN_ACT_RELU: g = kiln_mul(g, positive_mask(Y)); break;
+  case KILN_ACT_SIGMOID: g = kiln_mul(g, kiln_mul(Y, ones_minus(Y))); break;
+  case KILN_ACT_TANH: g = kiln_mul(g, ones_minus(kiln_square(Y))); break;
+  default: break;
+  }
   int64_t in = w->shape[1], out = w->shape[0], rows = in ? kiln_tensor_numel(x) / in : 0;
   if (NEED(0)) c->in_grad[0] = kiln_matmul(g, w); /* [.., O] . [O, I] */
   kiln_tensor *g2 = kiln_reshape(g, 2, (int64_t[]){rows, out});

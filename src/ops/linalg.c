@@ -1,4 +1,4 @@
-/* matmul (numpy semantics) and linear (x . w^T + b). */
+/* matmul (numpy semantics) and linear (act(x . w^T + b)). */
 #include <string.h>
 
 #include "imperative/dispatch.h"
@@ -93,9 +93,26 @@ kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b) {
 
 /* ------------------------------------------------------------------ linear */
 
+/* The activation a linear op applies in its GEMM's epilogue: those whose
+ * derivative is a function of their output, so the gradient needs no
+ * second copy of the pre-activation. KK_UNARY_COUNT for none, -1 for one
+ * linear does not take. */
+static int linear_act(int64_t activation) {
+  switch (activation) {
+  case KILN_ACT_NONE: return KK_UNARY_COUNT;
+  case KILN_ACT_RELU: return KK_RELU;
+  case KILN_ACT_SIGMOID: return KK_SIGMOID;
+  case KILN_ACT_TANH: return KK_TANH;
+  default: return -1;
+  }
+}
+
 static kiln_status linear_infer(const kiln_op_call *c, kiln_out_desc *out) {
   kiln_status st = float_operands(c);
   if (st != KILN_OK) return st;
+  if (linear_act(c->attrs[0].i) < 0)
+    return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "activation %lld is not none, relu, sigmoid or tanh",
+                        (long long)c->attrs[0].i);
   const kk_view *x = &c->in[0], *w = &c->in[1];
   char xs[KILN_SHAPE_STR_MAX], ws[KILN_SHAPE_STR_MAX];
   kiln_shape_str(xs, sizeof xs, x->ndim, x->shape);
@@ -117,16 +134,28 @@ static kiln_status linear_infer(const kiln_op_call *c, kiln_out_desc *out) {
 }
 
 static kiln_status linear_kernel(const kiln_op_call *c) {
-  return kk_linear(&c->in[0], &c->in[1], c->n_in == 3 ? &c->in[2] : NULL, &c->out[0]);
+  return kk_linear(&c->in[0], &c->in[1], c->n_in == 3 ? &c->in[2] : NULL, (kk_unary_op)linear_act(c->attrs[0].i),
+                   &c->out[0]);
 }
 
 static kiln_status linear_reference(const kiln_op_call *c) {
-  return kk_linear_ref(&c->in[0], &c->in[1], c->n_in == 3 ? &c->in[2] : NULL, &c->out[0]);
+  return kk_linear_ref(&c->in[0], &c->in[1], c->n_in == 3 ? &c->in[2] : NULL, (kk_unary_op)linear_act(c->attrs[0].i),
+                       &c->out[0]);
 }
 
+static const kiln_attr_spec linear_attrs[] = {{"activation", KILN_ATTR_INT, KILN_ACT_NONE}};
+
 const kiln_op_def kiln_opdef_linear = {.name = "linear", .min_inputs = 2, .max_inputs = 3, .n_outputs = 1,
+                                       .attrs = linear_attrs, .n_attrs = KILN_COUNTOF(linear_attrs),
                                        .infer = linear_infer, .kernel = linear_kernel, .reference = linear_reference};
 
 kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w, kiln_tensor *bias) {
-  return kiln_dispatch1(KILN_OP_LINEAR, bias ? 3 : 2, (kiln_tensor *[]){x, w, bias}, NULL);
+  return kiln_linear_act(x, w, bias, KILN_ACT_NONE);
+}
+
+kiln_tensor *kiln_linear_act(kiln_tensor *x, kiln_tensor *w, kiln_tensor *bias, kiln_activation activation) {
+  kiln_attr_value a[KILN_MAX_ATTRS];
+  kiln_attrs_default(KILN_OP_LINEAR, a);
+  a[0].i = activation;
+  return kiln_dispatch1(KILN_OP_LINEAR, bias ? 3 : 2, (kiln_tensor *[]){x, w, bias}, a);
 }
