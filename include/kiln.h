@@ -533,13 +533,14 @@ KILN_API void kiln_graph_release(kiln_graph *g); /* symbolic tensors keep their 
 KILN_API kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, int ndim, const int64_t *shape);
 
 /* The passes, each on by default; KILN_DISABLE_PASSES (a list of the
- * names: simplify, cse, fold, dce, memory) turns them off in
+ * names: simplify, cse, fold, dce, fuse, memory) turns them off in
  * kiln_compile_options_default. */
 typedef struct {
   bool simplify;          /* x*1, x+0, double transpose, reshape chains */
   bool cse;               /* one computation of identical (op, inputs, attributes) */
   bool fold;              /* ops on constants computed at compile time */
   bool dce;               /* only what the outputs need */
+  bool fuse;              /* elementwise chains as one loop; activations into the GEMM before them */
   bool plan_memory;       /* arena buffers reused after their last reader */
   bool reference_kernels; /* run the reference kernels (for checking) */
   bool verify;            /* check the plan after the passes (always in debug builds) */
@@ -549,6 +550,7 @@ KILN_API kiln_compile_options kiln_compile_options_default(void);
 typedef struct {
   int nodes_before, steps;
   int simplified, merged, folded;
+  int fused;    /* steps folded into a fused loop or a GEMM's epilogue */
   int in_place; /* elementwise steps writing over an input that dies there */
   int64_t arena_bytes, unplanned_bytes;
 } kiln_plan_stats;
@@ -816,6 +818,85 @@ KILN_API void kiln_metric_reset(kiln_metric *m);
  * by this thread after kiln_use_reference_kernels(true) run the reference;
  * tests use it to compare the two. Returns the previous setting. */
 KILN_API bool kiln_use_reference_kernels(bool on);
+
+/* ---------------------------------------------------------------- native models */
+
+/* A hybridized block taken out of C: kiln_block_export writes the graph of
+ * its compiled plan and its parameters, and kiln_model_load runs them with
+ * no block code (the format is in docs/format.md).
+ *
+ * kiln_block_export writes PREFIX.kiln.json (the graph: inputs, nodes,
+ * outputs, parameter names, dtypes and shapes) and PREFIX.safetensors (the
+ * parameter values, which any safetensors reader opens), each atomically
+ * (temporary file, flush, fsync, rename); the safetensors file is written
+ * first, so a failure leaves the JSON as it was, but the pair as a whole is
+ * not replaced atomically. It exports the plan of b's most recently used
+ * inference call (neither training nor recording), with the nodes its
+ * output depends on; parameters keep their names (kiln_block_collect_params),
+ * other tensors the trace captured are stored as "const.N". Input shapes
+ * are those of that call: reshapes record their batch size, so a model runs
+ * at the batch size it was exported with. Fails (KILN_ERR_INVALID_ARGUMENT)
+ * when b is not hybridized or has made no inference call yet, and with the
+ * status of whatever else fails (a parameter without data, KILN_ERR_IO). */
+KILN_API kiln_status kiln_block_export(kiln_block *b, const char *path_prefix);
+
+/* A loaded model: a compiled plan over the graph of a .kiln.json file and
+ * the tensors of its .safetensors file. Compiled with the default compile
+ * options, so a model exported from a block hybridized with the defaults
+ * is the same plan, and gives the same bits. */
+typedef struct kiln_model kiln_model;
+
+/* Reads PREFIX.kiln.json and PREFIX.safetensors. Every field is checked
+ * before use: the format name and version, the JSON's structure and types
+ * (unknown and duplicate keys are errors), op names, their number of
+ * inputs, attribute names, types and list lengths, dtypes and shapes
+ * (dims, element counts), node references (only to earlier nodes and
+ * existing outputs, so the graph is acyclic), duplicate names, and the
+ * parameters against the safetensors file (each one there with its dtype
+ * and shape, nothing else there). Each op's own inference then checks the
+ * shapes and dtypes it is given. On failure returns NULL and the message
+ * (kiln_last_error) names the file and the field or node at fault:
+ * KILN_ERR_IO (a file cannot be read), KILN_ERR_CORRUPT (malformed),
+ * KILN_ERR_UNSUPPORTED (a newer format version, an op or dtype this kiln
+ * lacks, more dims than KILN_MAX_DIMS), KILN_ERR_OVERFLOW, an op's status
+ * (KILN_ERR_SHAPE, ...) for a node it rejects, KILN_ERR_OUT_OF_MEMORY. Must
+ * not be called while a trace is active on the thread. Thread-safe. */
+KILN_API kiln_model *kiln_model_load(const char *path_prefix);
+/* Frees m; runs in flight finish first. NULL does nothing. */
+KILN_API void kiln_model_free(kiln_model *m);
+/* Runs m on n_in concrete inputs (the model's inputs in order, each with
+ * its dtype and shape) and writes its outputs to out[0, outputs): new
+ * tensors in the open scope, computed asynchronously as kiln_plan_run's.
+ * Runs of one model are ordered (they share its memory); any thread may
+ * start one. Fails with KILN_ERR_INVALID_ARGUMENT or KILN_ERR_SHAPE,
+ * naming the input, and then sets no output. */
+KILN_API kiln_status kiln_model_run(kiln_model *m, int n_in, kiln_tensor *const *in, kiln_tensor **out);
+
+/* Introspection (for `kiln info`). The strings and shapes belong to m. */
+typedef struct {
+  const char *name;
+  kiln_dtype dtype;
+  int ndim;
+  const int64_t *shape;
+} kiln_model_value;
+KILN_API int kiln_model_num_inputs(const kiln_model *m); /* 0 for NULL */
+KILN_API int kiln_model_num_outputs(const kiln_model *m);
+/* Input or output i; KILN_ERR_OUT_OF_RANGE when there is none. */
+KILN_API kiln_status kiln_model_input(const kiln_model *m, int i, kiln_model_value *out);
+KILN_API kiln_status kiln_model_output(const kiln_model *m, int i, kiln_model_value *out);
+/* The ops of the file's nodes by registry name, in name order: kind i
+ * (0 <= i < kiln_model_num_op_kinds) is op *name, used *count times. */
+KILN_API int kiln_model_num_op_kinds(const kiln_model *m);
+KILN_API kiln_status kiln_model_op_count(const kiln_model *m, int i, const char **name, int *count);
+typedef struct {
+  int nodes;                  /* op nodes in the file */
+  int parameters;             /* tensors in the safetensors file */
+  int64_t parameter_elements; /* their elements and bytes */
+  int64_t parameter_bytes;
+  int steps;           /* kernel calls per run, after the compiler's passes */
+  int64_t arena_bytes; /* memory the plan reuses across runs (kiln_plan_stats) */
+} kiln_model_stats;
+KILN_API kiln_model_stats kiln_model_get_stats(const kiln_model *m); /* zeros for NULL */
 
 /* ---------------------------------------------------------------- datasets */
 

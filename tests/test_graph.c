@@ -91,7 +91,7 @@ static void plans_equal_eager(void **state) {
     kiln_tensor *const *p = c->f == conv_net ? conv_params : params;
     for (int variant = 0; variant < 3; variant++) {
       kiln_compile_options o = kiln_compile_options_default();
-      if (variant == 1) o.simplify = o.cse = o.fold = o.dce = o.plan_memory = false;
+      if (variant == 1) o.simplify = o.cse = o.fold = o.dce = o.fuse = o.plan_memory = false;
       if (variant == 2) o.reference_kernels = true;
       o.verify = true;
       kiln_scope_begin();
@@ -142,15 +142,21 @@ static void passes_do_their_job(void **state) {
   kiln_tensor *same = kiln_add_scalar(kiln_mul_scalar(x, 1), 0);
   kiln_tensor *y = kiln_add(kiln_mul(kiln_add(e1, e2), six), same);
   kiln_plan *all = kiln_graph_compile(g, 1, &y, NULL);
-  kiln_compile_options none = {false, false, false, false, false, false, true};
-  kiln_plan *raw = kiln_graph_compile(g, 1, &y, &none);
+  kiln_compile_options none = {.verify = true}, unfused = kiln_compile_options_default();
+  unfused.fuse = false;
+  kiln_plan *raw = kiln_graph_compile(g, 1, &y, &none), *separate = kiln_graph_compile(g, 1, &y, &unfused);
   assert_non_null(all);
   assert_non_null(raw);
+  assert_non_null(separate);
   kiln_plan_stats a = kiln_plan_get_stats(all), r = kiln_plan_get_stats(raw);
-  /* exp, add, mul, add: 4 steps; without passes the two dead ops, the
-   * second exp and the identities stay. */
-  assert_int_equal(a.steps, 4);
+  /* exp, add, mul, add: 4 steps, and the last three one fused loop (exp's
+   * value is read twice, so it stays a step of its own); without passes
+   * the two dead ops, the second exp and the identities stay. */
+  assert_int_equal(kiln_plan_get_stats(separate).steps, 4);
+  assert_int_equal(a.steps, 2);
+  assert_int_equal(a.fused, 2);
   assert_int_equal(r.steps, 9);
+  assert_int_equal(r.fused, 0);
   assert_int_equal(a.merged, 1);
   assert_int_equal(a.folded, 0);
   assert_int_equal(a.simplified, 2);
@@ -160,13 +166,14 @@ static void passes_do_their_job(void **state) {
   kiln_tensor *want = kiln_add(kiln_mul_scalar(kiln_exp(xv), 12), xv);
   assert_true(tu_close("all passes", ya, want, 1e-6, 0));
   assert_true(tu_close("no passes", yr, want, 1e-6, 0));
+  kiln_plan_free(separate);
 
-  /* A chain of twenty elementwise ops on 4 000-byte values: with planning
-   * one buffer, each op writing over its input in place (the last writes
-   * the output tensor); without, nineteen. The values agree. */
+  /* A chain of twenty elementwise ops on 4 000-byte values, unfused: with
+   * planning one buffer, each op writing over its input in place (the last
+   * writes the output tensor); without, nineteen. The values agree. */
   kiln_tensor *h = x;
   for (int i = 0; i < 10; i++) h = kiln_tanh(kiln_add_scalar(h, 0.1));
-  kiln_plan *chain = kiln_graph_compile(g, 1, &h, NULL), *spread = kiln_graph_compile(g, 1, &h, &none);
+  kiln_plan *chain = kiln_graph_compile(g, 1, &h, &unfused), *spread = kiln_graph_compile(g, 1, &h, &none);
   kiln_plan_stats cs = kiln_plan_get_stats(chain);
   assert_true(cs.arena_bytes <= 4032);
   assert_int_equal(cs.in_place, 18);
@@ -185,7 +192,8 @@ static void passes_do_their_job(void **state) {
   assert_int_equal(kiln_plan_dump(all, f, true), KILN_OK);
   fclose(f);
   assert_non_null(strstr(text, "#0 input 'x' -> float32 [1000]"));
-  assert_non_null(strstr(text, "plan: 4 steps"));
+  assert_non_null(strstr(text, "plan: 2 steps"));
+  assert_non_null(strstr(text, "  1 fused [add, mul, add]"));
   assert_non_null(strstr(text, "digraph plan {"));
   free(text);
   kiln_plan_free(all);
@@ -193,6 +201,75 @@ static void passes_do_their_job(void **state) {
   kiln_plan_free(chain);
   kiln_graph_release(g);
   kiln_scope_end();
+}
+
+/* Elementwise fusion and GEMM epilogues: which steps merge, and values
+ * bit-equal to the ops run one by one, in float32 and float64. */
+static void fusion_merges_chains(void **state) {
+  (void)state;
+  for (int dt = KILN_F32; dt <= KILN_F64; dt++) {
+    kiln_scope_begin();
+    kiln_graph *g = kiln_graph_new();
+    kiln_tensor *x = kiln_graph_input(g, "x", (kiln_dtype)dt, 2, TU_SHAPE(64, 33));
+    kiln_tensor *b = kiln_graph_input(g, "b", (kiln_dtype)dt, 1, TU_SHAPE(33));
+    kiln_tensor *w = kiln_graph_input(g, "w", (kiln_dtype)dt, 2, TU_SHAPE(33, 33));
+    /* One loop: inputs broadcast (b), a scalar op, a unary op with
+     * parameters (clip), five ops. */
+    kiln_tensor *chain = kiln_mul(kiln_tanh(kiln_add(kiln_mul_scalar(x, 0.5), b)), kiln_clip(kiln_sigmoid(x), 0.2, 0.7));
+    /* linear then relu: the relu moves into the GEMM. */
+    kiln_tensor *dense = kiln_relu(kiln_linear(chain, w, b));
+    /* exp's value is read twice: it stays a step, the rest fuses. */
+    kiln_tensor *e = kiln_exp(dense);
+    kiln_tensor *twice = kiln_add(kiln_mul(e, e), kiln_neg(e));
+    /* b + b is [33], not the output's shape: computing it per element of
+     * the [64, 33] product would redo it 64 times, so it stays apart. */
+    kiln_tensor *narrow = kiln_mul(kiln_add(b, b), twice);
+    /* Twenty ops: more than one fused program holds (16 instructions). */
+    kiln_tensor *y = narrow;
+    for (int i = 0; i < 10; i++) y = kiln_sin(kiln_add_scalar(y, 0.1));
+    kiln_compile_options on = kiln_compile_options_default(), off = on;
+    on.verify = off.verify = true;
+    off.fuse = false;
+    kiln_plan *fused = kiln_graph_compile(g, 1, &y, &on), *plain = kiln_graph_compile(g, 1, &y, &off);
+    assert_non_null(fused);
+    assert_non_null(plain);
+    kiln_plan_stats fs = kiln_plan_get_stats(fused), ps = kiln_plan_get_stats(plain);
+    /* Unfused: 6 (chain) + 2 (linear, relu) + 4 (exp, mul, neg, add) + 2
+     * (b + b, mul) + 20. Fused: the chain; linear with relu; exp; b + b;
+     * mul, neg, add, mul and the first twelve of the sin chain (sixteen
+     * instructions); the last eight. */
+    assert_int_equal(ps.steps, 34);
+    assert_int_equal(ps.fused, 0);
+    assert_int_equal(fs.steps, 6);
+    assert_int_equal(fs.fused, 28);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(kiln_plan_dump(fused, f, false), KILN_OK);
+    fclose(f);
+    assert_non_null(strstr(text, "fused [mul_scalar, add, tanh, sigmoid, clip, mul]"));
+    assert_non_null(strstr(text, "linear {activation=1}"));
+    assert_non_null(strstr(text, "fused [mul, neg, add, mul, add_scalar, sin, add_scalar,"));
+    free(text);
+    kiln_tensor *in[3] = {tu_random((kiln_dtype)dt, 2, TU_SHAPE(64, 33), 1, -1, 1), tu_random((kiln_dtype)dt, 1, TU_SHAPE(33), 2, -1, 1),
+                          tu_random((kiln_dtype)dt, 2, TU_SHAPE(33, 33), 3, -0.3, 0.3)};
+    kiln_tensor *got, *want;
+    assert_int_equal(kiln_plan_run(fused, 3, in, &got), KILN_OK);
+    assert_int_equal(kiln_plan_run(plain, 3, in, &want), KILN_OK);
+    assert_true(tu_close(dt == KILN_F32 ? "fused float32" : "fused float64", got, want, 0, 0));
+    /* Check mode compares each fused step with the op it ends in. */
+    assert_int_equal(kiln_plan_check(fused, 3, in, 0, 0), KILN_OK);
+    kiln_plan_free(fused);
+    kiln_plan_free(plain);
+    kiln_graph_release(g);
+    kiln_scope_end();
+  }
+  setenv("KILN_DISABLE_PASSES", "cse,fuse", 1);
+  kiln_compile_options o = kiln_compile_options_default();
+  unsetenv("KILN_DISABLE_PASSES");
+  assert_false(o.fuse);
+  assert_false(o.cse);
+  assert_true(o.fold);
 }
 
 static void bound_tensors_are_read_at_each_run(void **state) {
@@ -275,6 +352,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(plans_equal_eager),
       cmocka_unit_test(passes_do_their_job),
+      cmocka_unit_test(fusion_merges_chains),
       cmocka_unit_test(bound_tensors_are_read_at_each_run),
       cmocka_unit_test(errors_name_the_op),
   };

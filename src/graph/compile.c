@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "graph/graph.h"
 #include "imperative/dispatch.h"
+#include "kernels/elementwise.h"
 #include "tensor/tensor.h"
 
 typedef enum { VAL_INPUT, VAL_BOUND, VAL_ARENA, VAL_VIEW, VAL_OUTPUT } value_kind;
@@ -39,6 +40,7 @@ typedef struct {
   kiln_attr_value attrs[KILN_MAX_ATTRS];
   int n_in, n_out;
   int *in, *out; /* value ids */
+  kk_fused_program *fused; /* a fused elementwise chain (in: its inputs), or NULL */
 } plan_step;
 
 struct kiln_plan {
@@ -59,13 +61,14 @@ struct kiln_plan {
 };
 
 kiln_compile_options kiln_compile_options_default(void) {
-  kiln_compile_options o = {true, true, true, true, true, false, false};
+  kiln_compile_options o = {.simplify = true, .cse = true, .fold = true, .dce = true, .fuse = true, .plan_memory = true};
   const char *off = getenv("KILN_DISABLE_PASSES");
   if (off) {
     o.simplify = !strstr(off, "simplify");
     o.cse = !strstr(off, "cse");
     o.fold = !strstr(off, "fold");
     o.dce = !strstr(off, "dce");
+    o.fuse = !strstr(off, "fuse");
     o.plan_memory = !strstr(off, "memory");
   }
   return o;
@@ -389,6 +392,217 @@ static kiln_status add_step(kiln_plan *p, int *cap, const graph_node *n, int nod
   return KILN_OK;
 }
 
+/* ------------------------------------------------------------ fusion */
+
+/* Fusion works on the laid-out steps: a value can disappear into the step
+ * that reads it when that step is its only reader, reads it directly (not
+ * through a view) and it is no output of the plan. */
+typedef struct {
+  int *readers;  /* per value: how many step inputs read it (or a view of it) */
+  int *reader;   /* per value: the last step that reads it */
+  int *producer; /* per value: the step that writes it, or -1 */
+  bool *viewed;  /* per value: read through a view somewhere */
+} use_info;
+
+static void use_info_free(use_info *u) {
+  kiln_free(u->readers), kiln_free(u->reader), kiln_free(u->producer), kiln_free(u->viewed);
+}
+
+static bool use_info_build(const kiln_plan *p, use_info *u) {
+  size_t n = (size_t)p->n_values + 1;
+  u->readers = kiln_calloc(n, sizeof(int));
+  u->reader = kiln_calloc(n, sizeof(int));
+  u->producer = kiln_alloc(n * sizeof(int));
+  u->viewed = kiln_calloc(n, sizeof(bool));
+  if (!u->readers || !u->reader || !u->producer || !u->viewed) {
+    use_info_free(u);
+    return false;
+  }
+  for (int v = 0; v < p->n_values; v++) u->producer[v] = -1;
+  for (int s = 0; s < p->n_steps; s++) {
+    const plan_step *ps = &p->steps[s];
+    for (int k = 0; k < ps->n_in; k++) {
+      int root = root_of(p, ps->in[k]);
+      u->readers[root]++;
+      u->reader[root] = s;
+      if (root != ps->in[k]) u->viewed[root] = true;
+    }
+    for (int k = 0; k < ps->n_out; k++) u->producer[ps->out[k]] = s;
+  }
+  return true;
+}
+
+/* A value that may vanish into its one reader. */
+static bool private_value(const kiln_plan *p, const use_info *u, int v) {
+  return p->values[v].kind == VAL_ARENA && u->readers[v] == 1 && !u->viewed[v];
+}
+
+static void drop_steps(kiln_plan *p, const bool *gone) {
+  int kept = 0;
+  for (int s = 0; s < p->n_steps; s++) {
+    if (gone[s]) {
+      kiln_free(p->steps[s].in);
+      kiln_free(p->steps[s].fused);
+      continue;
+    }
+    p->steps[kept++] = p->steps[s];
+  }
+  p->n_steps = kept;
+}
+
+/* Which fused instruction an op is: float unary ops, binary arithmetic and
+ * their scalar forms (not comparisons, logic or where, whose outputs or
+ * inputs are not the chain's dtype). */
+static bool fusable_op(kiln_op_id op, bool *binary, bool *scalar) {
+  *scalar = op >= KILN_OP_ADD_SCALAR && op <= KILN_OP_MINIMUM_SCALAR;
+  *binary = *scalar || (op >= KILN_OP_ADD && op <= KILN_OP_MINIMUM);
+  return *binary || (op >= KILN_OP_NEG && op <= KILN_OP_CLIP) || op == KILN_OP_ERF;
+}
+
+static bool fusable_step(const kiln_plan *p, const plan_step *ps) {
+  bool binary, scalar;
+  if (ps->n_out != 1 || !fusable_op(ps->op, &binary, &scalar)) return false;
+  kiln_dtype dt = p->values[ps->out[0]].dtype;
+  if (dt != KILN_F32 && dt != KILN_F64) return false;
+  for (int k = 0; k < ps->n_in; k++)
+    if (p->values[ps->in[k]].dtype != dt) return false;
+  return true;
+}
+
+static bool same_shape(const plan_value *a, const plan_value *b) {
+  return a->ndim == b->ndim && !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
+}
+
+/* linear followed by relu, sigmoid or tanh of its output alone: the
+ * activation moves into the GEMM's epilogue (linear's attribute). */
+static int fuse_epilogues(kiln_plan *p, bool *gone) {
+  use_info u;
+  if (!use_info_build(p, &u)) return 0;
+  int fused = 0;
+  for (int s = 0; s < p->n_steps; s++) {
+    plan_step *lin = &p->steps[s];
+    if (lin->op != KILN_OP_LINEAR || lin->attrs[0].i != KILN_ACT_NONE || !private_value(p, &u, lin->out[0])) continue;
+    plan_step *act = &p->steps[u.reader[lin->out[0]]];
+    int code = act->op == KILN_OP_RELU ? KILN_ACT_RELU : act->op == KILN_OP_SIGMOID ? KILN_ACT_SIGMOID
+                                   : act->op == KILN_OP_TANH ? KILN_ACT_TANH : KILN_ACT_NONE;
+    if (code == KILN_ACT_NONE) continue;
+    lin->attrs[0].i = code;
+    lin->out[0] = act->out[0];
+    lin->node = act->node; /* the step now computes the activation's node */
+    gone[act - p->steps] = true;
+    fused++;
+  }
+  use_info_free(&u);
+  return fused;
+}
+
+/* Appends the instructions of the chain ending at step s (the steps whose
+ * value only s reads are in the chain: absorbed[t] == s) and returns the
+ * register of s's result. Leaves are the chain's inputs, each once. */
+static int emit_chain(const kiln_plan *p, const use_info *u, const int *absorbed, int s, kk_fused_program *prog,
+                      int *leaves) {
+  const plan_step *ps = &p->steps[s];
+  bool binary, scalar;
+  fusable_op(ps->op, &binary, &scalar);
+  kk_fused_instr ins = {.binary = binary, .op = kiln_op_get(ps->op)->code, .tag = (int)ps->op};
+  if (scalar) {
+    ins.scalar = ps->attrs[0].f;
+    ins.src[1] = KK_FUSED_SCALAR;
+  } else if (!binary) {
+    ins.a = ps->attrs[0].f;
+    ins.b = ps->attrs[1].f;
+  }
+  for (int k = 0; k < ps->n_in; k++) {
+    int v = ps->in[k], t = u->producer[v];
+    if (t >= 0 && absorbed[t] == s) {
+      ins.src[k] = -1 - emit_chain(p, u, absorbed, t, prog, leaves);
+      continue;
+    }
+    int leaf = 0;
+    while (leaf < prog->n_inputs && leaves[leaf] != v) leaf++;
+    if (leaf == prog->n_inputs) leaves[prog->n_inputs++] = v;
+    ins.src[k] = leaf;
+  }
+  prog->instr[prog->n_instr] = ins;
+  return prog->n_instr++;
+}
+
+/* Chains of float elementwise ops, each value read only by the next op
+ * and shaped like the chain's output (so nothing is computed twice under
+ * broadcasting), become one step: one loop over the output instead of a
+ * pass and a buffer per op. Returns the number of steps removed, or -1
+ * when out of memory. */
+static int fuse_elementwise(kiln_plan *p, bool *gone) {
+  use_info u;
+  if (!use_info_build(p, &u)) return -1;
+  int n = p->n_steps, removed = 0;
+  int *absorbed = kiln_alloc(sizeof(int) * (size_t)(n + 1)), *size = kiln_alloc(sizeof(int) * (size_t)(n + 1)),
+      *leaves = kiln_alloc(sizeof(int) * (size_t)(n + 1));
+  if (!absorbed || !size || !leaves) {
+    kiln_free(absorbed), kiln_free(size), kiln_free(leaves);
+    use_info_free(&u);
+    return -1;
+  }
+  for (int t = 0; t < n; t++) {
+    absorbed[t] = -1;
+    size[t] = 1;
+    leaves[t] = p->steps[t].n_in;
+    const plan_step *pt = &p->steps[t];
+    if (gone[t] || !fusable_step(p, pt)) continue;
+    for (int k = 0; k < pt->n_in; k++) {
+      int v = pt->in[k], s = u.producer[v];
+      if (s < 0 || gone[s] || !fusable_step(p, &p->steps[s]) || !private_value(p, &u, v) ||
+          !same_shape(&p->values[v], &p->values[pt->out[0]]) || size[t] + size[s] > KK_FUSED_MAX_INSTR ||
+          leaves[t] - 1 + leaves[s] > KK_FUSED_MAX_INPUTS)
+        continue;
+      absorbed[s] = t;
+      size[t] += size[s];
+      leaves[t] += leaves[s] - 1;
+    }
+  }
+  int status = 0;
+  for (int t = 0; t < n && status == 0; t++) {
+    if (size[t] < 2 || absorbed[t] >= 0) continue;
+    kk_fused_program *prog = kiln_calloc(1, sizeof *prog);
+    int *in = kiln_alloc(sizeof(int) * (KK_FUSED_MAX_INPUTS + 1));
+    if (!prog || !in) {
+      kiln_free(prog), kiln_free(in);
+      status = -1;
+      break;
+    }
+    int leaf_values[KK_FUSED_MAX_INPUTS * 2];
+    emit_chain(p, &u, absorbed, t, prog, leaf_values);
+    plan_step *pt = &p->steps[t];
+    memcpy(in, leaf_values, sizeof(int) * (size_t)prog->n_inputs);
+    in[prog->n_inputs] = pt->out[0];
+    kiln_free(pt->in);
+    pt->in = in;
+    pt->out = in + prog->n_inputs;
+    pt->n_in = prog->n_inputs;
+    pt->fused = prog;
+    removed += size[t] - 1;
+  }
+  for (int t = 0; t < n; t++)
+    if (absorbed[t] >= 0) gone[t] = true;
+  kiln_free(absorbed), kiln_free(size), kiln_free(leaves);
+  use_info_free(&u);
+  return status < 0 ? -1 : removed;
+}
+
+static kiln_status fuse(kiln_plan *p) {
+  bool *gone = kiln_calloc((size_t)p->n_steps + 1, sizeof(bool));
+  if (!gone) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory fusing");
+  int epilogues = fuse_epilogues(p, gone);
+  drop_steps(p, gone);
+  memset(gone, 0, sizeof(bool) * ((size_t)p->n_steps + 1));
+  int chained = fuse_elementwise(p, gone);
+  if (chained >= 0) drop_steps(p, gone);
+  kiln_free(gone);
+  if (chained < 0) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory fusing");
+  p->stats.fused = epilogues + chained;
+  return KILN_OK;
+}
+
 kiln_plan *graph_plan_retain(kiln_plan *p) {
   if (p) atomic_fetch_add(&p->refs, 1);
   return p;
@@ -423,6 +637,22 @@ static kiln_status verify(const kiln_plan *p) {
         st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: step %d (%s) writes value %d, already written", s, def->name,
                          ps->out[k]);
     if (st != KILN_OK) break;
+    if (ps->fused) {
+      /* A fused chain's inputs broadcast to its output, all of its dtype. */
+      const plan_value *o = &p->values[ps->out[0]];
+      for (int k = 0; k < ps->n_in && st == KILN_OK; k++) {
+        const plan_value *v = &p->values[ps->in[k]];
+        bool fits = v->dtype == o->dtype && v->ndim <= o->ndim;
+        for (int d = 0; fits && d < v->ndim; d++) {
+          int64_t want = o->shape[o->ndim - v->ndim + d];
+          fits = v->shape[d] == want || v->shape[d] == 1;
+        }
+        if (!fits)
+          st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: fused step %d: input %d does not broadcast to its output", s, k);
+      }
+      ready[ps->out[0]] = true;
+      continue;
+    }
     kiln_op_call c = {.def = def, .n_in = ps->n_in, .n_out = ps->n_out, .in = vin, .out = vout};
     memcpy(c.attrs, ps->attrs, sizeof c.attrs);
     memset(desc, 0, sizeof(kiln_out_desc) * (size_t)ps->n_out);
@@ -451,7 +681,10 @@ void kiln_plan_free(kiln_plan *p) {
   if (p->arena_var) kiln_engine_delete_var(p->engine, p->arena_var, NULL, NULL);
   kiln_free(p->arena);
   for (int v = 0; v < p->n_values; v++) kiln_tensor_release(p->values[v].bound);
-  for (int s = 0; s < p->n_steps; s++) kiln_free(p->steps[s].in);
+  for (int s = 0; s < p->n_steps; s++) {
+    kiln_free(p->steps[s].in);
+    kiln_free(p->steps[s].fused);
+  }
   kiln_free(p->steps);
   kiln_free(p->values);
   kiln_free(p->input_nodes);
@@ -604,12 +837,13 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
   }
   for (int k = 0; st == KILN_OK && k < n_out; k++) p->output_refs[k] = ((const graph_value *)outputs[k]->sym)->ref;
   p->n_outputs = n_out;
-  p->stats.steps = p->n_steps;
 #ifndef NDEBUG
   const bool verify_always = true;
 #else
   const bool verify_always = false;
 #endif
+  if (st == KILN_OK && p->opts.fuse && !p->opts.reference_kernels) st = fuse(p); /* reference runs each op as defined */
+  p->stats.steps = p->n_steps;
   if (st == KILN_OK && (verify_always || p->opts.verify)) st = verify(p);
   if (st == KILN_OK) st = plan_memory(p);
   if (st == KILN_OK && p->arena_bytes) {
@@ -667,22 +901,32 @@ static kk_view value_view(const plan_run *r, int v) {
   return view;
 }
 
+/* Step s of run r, with the step's attributes or the run's redrawn ones. */
+static kiln_status run_step(const plan_run *r, int s, bool reference, kk_view *vin, kk_view *vout) {
+  const kiln_plan *p = r->plan;
+  const plan_step *st = &p->steps[s];
+  for (int k = 0; k < st->n_in; k++) vin[k] = value_view(r, st->in[k]);
+  for (int k = 0; k < st->n_out; k++) vout[k] = value_view(r, st->out[k]);
+  if (st->fused) {
+    kk_fused(st->fused, vin, &vout[0]);
+    return KILN_OK;
+  }
+  kiln_op_call c = {.def = kiln_op_get(st->op), .n_in = st->n_in, .n_out = st->n_out, .in = vin, .out = vout,
+                    .reference = reference};
+  memcpy(c.attrs, r->random_attrs ? &r->random_attrs[s * KILN_MAX_ATTRS] : st->attrs, sizeof c.attrs);
+  kiln_kernel_fn fn = c.reference && c.def->reference ? c.def->reference : c.def->kernel;
+  return fn(&c);
+}
+
 static kiln_status run_plan(void *data) {
   plan_run *r = data;
   const kiln_plan *p = r->plan;
   kk_view vin[64], vout[64];
   for (int s = 0; s < p->n_steps; s++) {
-    const plan_step *st = &p->steps[s];
-    kiln_op_call c = {.def = kiln_op_get(st->op), .n_in = st->n_in, .n_out = st->n_out, .in = vin, .out = vout,
-                      .reference = p->opts.reference_kernels};
-    memcpy(c.attrs, r->random_attrs ? &r->random_attrs[s * KILN_MAX_ATTRS] : st->attrs, sizeof c.attrs);
-    for (int k = 0; k < st->n_in; k++) vin[k] = value_view(r, st->in[k]);
-    for (int k = 0; k < st->n_out; k++) vout[k] = value_view(r, st->out[k]);
-    kiln_kernel_fn fn = c.reference && c.def->reference ? c.def->reference : c.def->kernel;
-    kiln_status status = fn(&c);
+    kiln_status status = run_step(r, s, p->opts.reference_kernels, vin, vout);
     if (status != KILN_OK) {
       char label[96];
-      graph_node_label(p->graph, st->node, label, sizeof label);
+      graph_node_label(p->graph, p->steps[s].node, label, sizeof label);
       return kiln_errorf(status, "plan step %d (node %s): %s", s, label, kiln_last_error());
     }
   }
@@ -857,15 +1101,18 @@ kiln_status kiln_plan_dump(const kiln_plan *p, FILE *f, bool dot) {
     const plan_step *st = &p->steps[s];
     const kiln_op_def *def = kiln_op_get(st->op);
     if (dot) {
-      fprintf(f, "  s%d [label=\"%s\"];\n", s, def->name);
+      fprintf(f, "  s%d [label=\"%s\"];\n", s, st->fused ? "fused" : def->name);
       for (int k = 0; k < st->n_in; k++)
         for (int t = 0; t < s; t++)
           for (int o = 0; o < p->steps[t].n_out; o++)
             if (p->steps[t].out[o] == root_of(p, st->in[k])) fprintf(f, "  s%d -> s%d;\n", t, s);
       continue;
     }
-    fprintf(f, "%3d %s", s, def->name);
-    print_attrs(f, def, st->attrs);
+    fprintf(f, "%3d %s", s, st->fused ? "fused" : def->name);
+    for (int k = 0; st->fused && k < st->fused->n_instr; k++)
+      fprintf(f, "%s%s", k ? ", " : " [", kiln_op_get((kiln_op_id)st->fused->instr[k].tag)->name);
+    if (st->fused) fputc(']', f);
+    else print_attrs(f, def, st->attrs);
     fprintf(f, " (");
     for (int k = 0; k < st->n_in; k++)
       fprintf(f, "%s%%%d %s", k ? ", " : "", st->in[k], value_kind_name(&p->values[st->in[k]]));
@@ -955,13 +1202,7 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
   kk_view vin[64], vout[64];
   for (int s = 0; s < p->n_steps && st == KILN_OK; s++) {
     const plan_step *ps = &p->steps[s];
-    kiln_op_call c = {.def = kiln_op_get(ps->op), .n_in = ps->n_in, .n_out = ps->n_out, .in = vin, .out = vout,
-                      .reference = p->opts.reference_kernels};
-    memcpy(c.attrs, ps->attrs, sizeof c.attrs);
-    for (int k = 0; k < ps->n_in; k++) vin[k] = value_view(&r, ps->in[k]);
-    for (int k = 0; k < ps->n_out; k++) vout[k] = value_view(&r, ps->out[k]);
-    kiln_kernel_fn fn = c.reference && c.def->reference ? c.def->reference : c.def->kernel;
-    if ((st = fn(&c)) != KILN_OK) break;
+    if ((st = run_step(&r, s, p->opts.reference_kernels, vin, vout)) != KILN_OK) break;
     /* An output copy stands for the value it copies: compare with that. */
     const graph_node *n = &g->nodes[ps->node];
     for (int k = 0; k < ps->n_out && st == KILN_OK; k++) {
@@ -983,7 +1224,8 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
           st = kiln_errorf(KILN_ERR_CORRUPT,
                            "kiln_plan_check: step %d (%s, node %s) output %d differs from the eager value at element "
                            "%lld: compiled %.9g, eager %.9g (rtol %g, atol %g)",
-                           s, c.def->name, label, k, (long long)at, gv[at], wv[at], rtol, atol);
+                           s, ps->fused ? "fused" : kiln_op_get(ps->op)->name, label, k, (long long)at, gv[at], wv[at],
+                           rtol, atol);
         }
       }
       kiln_free(gv), kiln_free(wv);

@@ -573,3 +573,66 @@ kiln_status kk_where_ref(const kk_view *cond, const kk_view *a, const kk_view *b
   }
   return KILN_OK;
 }
+
+/* ------------------------------------------------------------------ fused */
+
+typedef struct {
+  const kk_fused_program *prog;
+  kiln_dtype dt;
+} fused_ctx;
+
+enum { FUSED_CHUNK = 128 };
+
+static void fused_inner(int64_t n, char **ptrs, const int64_t *strides, void *ctx) {
+  const fused_ctx *c = ctx;
+  const kk_fused_program *p = c->prog;
+  const int64_t es = (int64_t)kiln_dtype_size(c->dt);
+  _Alignas(64) char regs[KK_FUSED_MAX_INSTR][FUSED_CHUNK * sizeof(double)];
+  for (int64_t i0 = 0; i0 < n; i0 += FUSED_CHUNK) {
+    int64_t m = n - i0 < FUSED_CHUNK ? n - i0 : FUSED_CHUNK;
+    for (int k = 0; k < p->n_instr; k++) {
+      const kk_fused_instr *ins = &p->instr[k];
+      _Alignas(8) char scalar[8];
+      kk_set_f64(c->dt, scalar, ins->scalar);
+      char *op_ptr[3];
+      int64_t op_stride[3];
+      for (int j = 0; j < (ins->binary ? 2 : 1); j++) {
+        int src = ins->src[j];
+        if (src >= 0) {
+          op_ptr[j] = ptrs[src] + i0 * strides[src];
+          op_stride[j] = strides[src];
+        } else if (src == KK_FUSED_SCALAR) {
+          op_ptr[j] = scalar;
+          op_stride[j] = 0;
+        } else {
+          op_ptr[j] = regs[-1 - src];
+          op_stride[j] = es;
+        }
+      }
+      int o = ins->binary ? 2 : 1;
+      bool last = k == p->n_instr - 1;
+      op_ptr[o] = last ? ptrs[p->n_inputs] + i0 * strides[p->n_inputs] : regs[k];
+      op_stride[o] = last ? strides[p->n_inputs] : es;
+      if (ins->binary) {
+        binary_ctx bc = {.op = (kk_binary_op)ins->op, .in_t = c->dt, .out_t = c->dt};
+        atomic_init(&bc.failed, false);
+        (c->dt == KILN_F32 ? binary_f32_inner : binary_f64_inner)(m, op_ptr, op_stride, &bc);
+      } else {
+        unary_ctx uc = {(kk_unary_op)ins->op, ins->a, ins->b};
+        (c->dt == KILN_F32 ? unary_f32_inner : unary_f64_inner)(m, op_ptr, op_stride, &uc);
+      }
+    }
+  }
+}
+
+void kk_fused(const kk_fused_program *prog, const kk_view *in, const kk_view *out) {
+  kk_view b[KK_FUSED_MAX_INPUTS];
+  const kk_view *v[KK_FUSED_MAX_INPUTS + 1];
+  for (int i = 0; i < prog->n_inputs; i++) {
+    b[i] = kk_broadcast_view(&in[i], out);
+    v[i] = &b[i];
+  }
+  v[prog->n_inputs] = out;
+  fused_ctx c = {prog, out->dtype};
+  foreach_parallel(prog->n_inputs + 1, v, out->shape, out->ndim, fused_inner, &c);
+}

@@ -39,6 +39,30 @@ kiln_status kk_binary_ref(kk_binary_op op, const kk_view *a, const kk_view *b, c
 kiln_status kk_where(const kk_view *cond, const kk_view *a, const kk_view *b, const kk_view *out);
 kiln_status kk_where_ref(const kk_view *cond, const kk_view *a, const kk_view *b, const kk_view *out);
 
+/* A fused elementwise chain (graph/compile.c builds them from a graph's
+ * float unary and binary ops): instructions over registers, each reading
+ * the program's inputs, earlier registers or a scalar. The last
+ * instruction writes the output. The chain runs as one loop over the
+ * output in chunks that stay in L1, each instruction through the same
+ * inner loop as its op alone, so the bits equal the unfused ops'. */
+enum { KK_FUSED_MAX_INPUTS = 8, KK_FUSED_MAX_INSTR = 16 };
+enum { KK_FUSED_SCALAR = -1000 }; /* an operand that is the instruction's scalar */
+typedef struct {
+  bool binary;
+  int op;       /* kk_unary_op or kk_binary_op */
+  double a, b;  /* unary parameters (leaky_relu's slope, clip's bounds) */
+  double scalar;
+  /* >= 0: input i; KK_FUSED_SCALAR; else register -1 - r (instruction r < this one) */
+  int src[2];
+  int tag; /* the caller's (the op it came from, for dumps) */
+} kk_fused_instr;
+typedef struct {
+  int n_inputs, n_instr;
+  kk_fused_instr instr[KK_FUSED_MAX_INSTR];
+} kk_fused_program;
+/* in[i] broadcast to out's shape; float32 or float64 throughout. */
+void kk_fused(const kk_fused_program *prog, const kk_view *in, const kk_view *out);
+
 /* out = x (same dtype), x broadcast to out's shape. */
 void kk_copy(const kk_view *x, const kk_view *out);
 void kk_copy_ref(const kk_view *x, const kk_view *out);
