@@ -112,9 +112,15 @@ KILN_API kiln_tensor *kiln_tensor_retain(kiln_tensor *t);
 KILN_API void kiln_tensor_release(kiln_tensor *t); /* NULL does nothing */
 
 /* Accessors. On a failed tensor, shape queries return what was inferred
- * before the failure, possibly ndim 0. */
+ * before the failure, possibly ndim 0. kiln_tensor_status and
+ * kiln_tensor_error wait for the ops that write t, so they also report a
+ * failure inside an asynchronous kernel. */
 KILN_API kiln_status kiln_tensor_status(const kiln_tensor *t);
 KILN_API const char *kiln_tensor_error(const kiln_tensor *t); /* "" when ok */
+/* True when the call that made t failed (a shape, dtype or argument error
+ * found at the call), or t is NULL. Never waits: code between ops (a
+ * block's forward) checks this and stays asynchronous. */
+KILN_API bool kiln_tensor_failed(const kiln_tensor *t);
 KILN_API kiln_dtype kiln_tensor_dtype(const kiln_tensor *t);
 KILN_API int kiln_tensor_ndim(const kiln_tensor *t);
 KILN_API int64_t kiln_tensor_dim(const kiln_tensor *t, int axis); /* negative axes count from the end */

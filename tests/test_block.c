@@ -4,11 +4,14 @@
  * central finite differences in float64, BatchNorm's statistics, saving and
  * loading parameters, the trainer, schedules and metrics, and the errors. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "tensor/tensor.h" /* a tensor's engine variable, to hold its writer back */
 #include "testutil.h"
 
 static double *values(const kiln_tensor *t) {
@@ -25,6 +28,60 @@ static kiln_tensor *param(kiln_block *b, const char *name) {
   kiln_tensor *p = kiln_block_param(b, name);
   assert_true(tu_ok(name, p));
   return p;
+}
+
+/* ------------------------------------------------------------ asynchrony */
+
+/* An op that writes x and holds until the test lets it go (or 10 s pass,
+ * so a regression fails instead of hanging). */
+static atomic_int held_open;
+static kiln_status hold_until_open(void *data) {
+  (void)data;
+  for (int i = 0; i < 10000 && !atomic_load(&held_open); i++) nanosleep(&(struct timespec){0, 1000000}, NULL);
+  return KILN_OK;
+}
+
+static double seconds_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* d2l 13.2: a forward pushes its ops and returns; layers never wait for
+ * the values between them. Sequential and Dense used to ask each output
+ * for its status, which waits, so a model ran one layer at a time with
+ * the caller blocked. Eager and hybridized calls return while their input
+ * is still being written. */
+static void forward_does_not_wait(void **state) {
+  (void)state;
+  if (kiln_engine_params_default().mode == KILN_ENGINE_NAIVE) skip(); /* naive mode runs each push at once */
+  kiln_block *net = kiln_nn_sequential();
+  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(8, KILN_ACT_RELU)), KILN_OK);
+  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(3, KILN_ACT_NONE)), KILN_OK);
+  assert_int_equal(kiln_block_initialize(net, NULL, false), KILN_OK);
+  for (int hybrid = 0; hybrid < 2; hybrid++) {
+    kiln_scope_begin();
+    kiln_tensor *x = tu_random(KILN_F32, 2, TU_SHAPE(4, 5), 7, -1, 1);
+    if (hybrid) {
+      assert_int_equal(kiln_block_hybridize(net, NULL), KILN_OK);
+      TU_OK(kiln_block_call(net, x)); /* the trace, before the hold */
+    }
+    kiln_tensor *want = kiln_block_call(net, x);
+    assert_int_equal(kiln_waitall(), KILN_OK);
+    atomic_store(&held_open, 0);
+    kiln_engine_var *var = x->storage->var;
+    assert_int_equal(kiln_engine_push(kiln_default_engine(), hold_until_open, NULL, NULL, NULL, 0, &var, 1, "hold", 0),
+                     KILN_OK);
+    double t0 = seconds_now();
+    kiln_tensor *y = kiln_block_call(net, x);
+    double returned = seconds_now() - t0;
+    atomic_store(&held_open, 1);
+    printf("%s forward returned after %.3f s with its input held\n", hybrid ? "hybridized" : "eager", returned);
+    assert_true(returned < 2.0);
+    assert_true(tu_close("after the hold", y, want, 0, 0));
+    kiln_scope_end();
+  }
+  kiln_block_release(net);
 }
 
 /* ------------------------------------------------------------ forward values */
@@ -745,6 +802,7 @@ int main(void) {
       cmocka_unit_test(schedules_follow_their_formulas),
       cmocka_unit_test(trainer_steps_every_trained_parameter),
       cmocka_unit_test(metrics_accumulate),
+      cmocka_unit_test(forward_does_not_wait),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -280,7 +280,7 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
   if (h->imperative || b->untraceable || n > 8) return b->forward(b, n, inputs);
   signature s = {.n = n, .training = kiln_is_training(), .recording = kiln_is_recording()};
   for (int i = 0; i < n; i++) {
-    if (kiln_tensor_status(inputs[i]) != KILN_OK) return b->forward(b, n, inputs); /* passes the failure on */
+    if (kiln_tensor_failed(inputs[i])) return b->forward(b, n, inputs); /* passes the failure on */
     s.dtype[i] = kiln_tensor_dtype(inputs[i]);
     s.ndim[i] = kiln_tensor_ndim(inputs[i]);
     memcpy(s.shape[i], kiln_tensor_shape(inputs[i]), sizeof(int64_t) * (size_t)s.ndim[i]);

@@ -56,9 +56,9 @@ static kiln_tensor *sequential_forward(kiln_block *self, int n, kiln_tensor *con
     kiln_block *c = kiln_block_child(self, i);
     kiln_tensor *y = i == 0 ? kiln_block_call_n(c, n, in) : kiln_block_call(c, x);
     bool input_ok = true;
-    for (int k = 0; i == 0 && k < n; k++) input_ok = input_ok && kiln_tensor_status(in[k]) == KILN_OK;
-    if (i > 0) input_ok = kiln_tensor_status(x) == KILN_OK;
-    if (input_ok && kiln_tensor_status(y) != KILN_OK)
+    for (int k = 0; i == 0 && k < n; k++) input_ok = input_ok && !kiln_tensor_failed(in[k]);
+    if (i > 0) input_ok = !kiln_tensor_failed(x);
+    if (input_ok && kiln_tensor_failed(y))
       return kiln_failed(kiln_tensor_status(y), "%d (%s): %s", i, kiln_block_type(c), kiln_tensor_error(y));
     x = y;
   }
@@ -77,7 +77,7 @@ static kiln_tensor *dense_forward(kiln_block *self, int n, kiln_tensor *const *i
   const kiln_dense_params *p = kiln_block_user(self);
   kiln_tensor *x = in[0], *bad = one_input(self, n, in);
   if (bad) return bad;
-  if (kiln_tensor_status(x) != KILN_OK) return nn_pass(x);
+  if (kiln_tensor_failed(x)) return nn_pass(x);
   int ndim = kiln_tensor_ndim(x);
   if (ndim < (p->flatten ? 2 : 1))
     return kiln_failed(KILN_ERR_SHAPE, "Dense: input has %d dims, needs %s", ndim, p->flatten ? "[N, ...]" : "[..., in]");
@@ -127,7 +127,7 @@ static kiln_tensor *conv2d_forward(kiln_block *self, int n, kiln_tensor *const *
   const kiln_conv2d_layer_params *p = kiln_block_user(self);
   kiln_tensor *x = in[0], *bad = one_input(self, n, in);
   if (bad) return bad;
-  if (kiln_tensor_status(x) != KILN_OK) return nn_pass(x);
+  if (kiln_tensor_failed(x)) return nn_pass(x);
   if (kiln_tensor_ndim(x) != 4)
     return kiln_failed(KILN_ERR_SHAPE, "Conv2D: input has %d dims, needs [N, C, H, W]", kiln_tensor_ndim(x));
   int64_t c = kiln_tensor_dim(x, 1), groups = p->conv.groups;
@@ -184,7 +184,7 @@ kiln_block *kiln_nn_avg_pool2d(const kiln_pool2d_params *p) { return pool_layer(
 static kiln_tensor *global_avg_pool_forward(kiln_block *self, int n, kiln_tensor *const *in) {
   kiln_tensor *x = in[0], *bad = one_input(self, n, in);
   if (bad) return bad;
-  if (kiln_tensor_status(x) == KILN_OK && kiln_tensor_ndim(x) != 4)
+  if (!kiln_tensor_failed(x) && kiln_tensor_ndim(x) != 4)
     return kiln_failed(KILN_ERR_SHAPE, "GlobalAvgPool2D: input has %d dims, needs [N, C, H, W]", kiln_tensor_ndim(x));
   return kiln_mean(x, 2, (int[]){2, 3}, true);
 }
@@ -194,7 +194,7 @@ kiln_block *kiln_nn_global_avg_pool2d(void) { return layer("GlobalAvgPool2D", gl
 static kiln_tensor *flatten_forward(kiln_block *self, int n, kiln_tensor *const *in) {
   kiln_tensor *x = in[0], *bad = one_input(self, n, in);
   if (bad) return bad;
-  if (kiln_tensor_status(x) != KILN_OK) return nn_pass(x);
+  if (kiln_tensor_failed(x)) return nn_pass(x);
   int ndim = kiln_tensor_ndim(x);
   if (ndim < 1) return kiln_failed(KILN_ERR_SHAPE, "Flatten: a 0-d input has no batch dim");
   int64_t rest = 1;
@@ -242,7 +242,7 @@ static kiln_tensor *batch_norm_forward(kiln_block *self, int n, kiln_tensor *con
   const batch_norm_settings *s = kiln_block_user(self);
   kiln_tensor *x = in[0], *bad = one_input(self, n, in);
   if (bad) return bad;
-  if (kiln_tensor_status(x) != KILN_OK) return nn_pass(x);
+  if (kiln_tensor_failed(x)) return nn_pass(x);
   if (kiln_tensor_ndim(x) < 2)
     return kiln_failed(KILN_ERR_SHAPE, "BatchNorm: input has %d dims, needs [N, C, ...]", kiln_tensor_ndim(x));
   int64_t c = kiln_tensor_dim(x, 1);
@@ -252,7 +252,7 @@ static kiln_tensor *batch_norm_forward(kiln_block *self, int n, kiln_tensor *con
   if (!kiln_is_training()) return kiln_batch_norm(x, gamma, beta, mean, var, s->eps);
   kiln_tensor *batch_mean, *batch_var;
   kiln_tensor *y = kiln_batch_norm_train(x, gamma, beta, s->eps, &batch_mean, &batch_var);
-  if (kiln_tensor_status(y) != KILN_OK) return y;
+  if (kiln_tensor_failed(y)) return y;
   /* The running statistics are state, not part of what is differentiated. */
   kiln_pause_begin();
   kiln_status st = kiln_assign(mean, kiln_add(kiln_mul_scalar(mean, s->momentum), kiln_mul_scalar(batch_mean, 1 - s->momentum)));

@@ -62,15 +62,15 @@ static kiln_tensor *batch_sum(const kiln_metric *m, kiln_tensor *pred, kiln_tens
 
 kiln_status kiln_metric_update(kiln_metric *m, kiln_tensor *pred, kiln_tensor *labels) {
   if (!m || !pred) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_metric_update: %s is NULL", m ? "pred" : "metric");
-  if (kiln_tensor_status(pred) != KILN_OK) return kiln_errorf(kiln_tensor_status(pred), "kiln_metric_update: %s", kiln_tensor_error(pred));
-  if (labels && kiln_tensor_status(labels) != KILN_OK)
+  if (kiln_tensor_failed(pred)) return kiln_errorf(kiln_tensor_status(pred), "kiln_metric_update: %s", kiln_tensor_error(pred));
+  if (labels && kiln_tensor_failed(labels))
     return kiln_errorf(kiln_tensor_status(labels), "kiln_metric_update: %s", kiln_tensor_error(labels));
   kiln_scope_begin();
   kiln_pause_begin();
   int64_t samples = 0;
   kiln_tensor *add = batch_sum(m, pred, labels, &samples);
   kiln_tensor *sum = m->sum ? kiln_add(m->sum, add) : add;
-  kiln_status st = kiln_tensor_status(sum);
+  kiln_status st = kiln_tensor_failed(sum) ? kiln_tensor_status(sum) : KILN_OK;
   if (st == KILN_OK) {
     kiln_tensor_release(m->sum);
     m->sum = kiln_tensor_retain(sum);

@@ -244,6 +244,8 @@ kiln_status kiln_tensor_status(const kiln_tensor *t) {
   return tensor_wait(t, NULL);
 }
 
+bool kiln_tensor_failed(const kiln_tensor *t) { return !t || tensor_failed(t); }
+
 const char *kiln_tensor_error(const kiln_tensor *t) {
   if (!t) return "tensor is NULL";
   const char *msg;
