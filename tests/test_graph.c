@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/graph.h" /* graph_compile_refs: cuts and a graph's first nodes */
 #include "testutil.h"
 
 /* The expression under test, on either symbolic or concrete inputs. */
@@ -272,6 +273,46 @@ static void fusion_merges_chains(void **state) {
   assert_true(o.fold);
 }
 
+/* A cut value is an input of the plan, not computed: a run given another
+ * value for it uses that one. A plan of the graph's first nodes ignores
+ * what was added after them (an input there included). */
+static void cuts_and_prefixes(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *x = kiln_graph_input(g, "x", KILN_F32, 1, TU_SHAPE(6));
+  kiln_tensor *y = kiln_mul_scalar(kiln_exp(x), 2);
+  kiln_tensor *z = kiln_sin(y);
+  int first_nodes = g->n;
+  kiln_tensor *later = kiln_graph_input(g, "later", KILN_F32, 1, TU_SHAPE(6));
+  kiln_tensor *w = kiln_add(z, later);
+  graph_ref yr = ((const graph_value *)y->sym)->ref, zr = ((const graph_value *)z->sym)->ref,
+            wr = ((const graph_value *)w->sym)->ref;
+  kiln_compile_options o = kiln_compile_options_default();
+  o.verify = true;
+  kiln_plan *cut = graph_compile_refs(g, g->n, 1, &wr, 1, &yr, &o);
+  kiln_plan *prefix = graph_compile_refs(g, first_nodes, 1, &zr, 0, NULL, &o);
+  assert_non_null(cut);
+  assert_non_null(prefix);
+  assert_int_equal(kiln_plan_num_inputs(cut), 3); /* x, later, then y */
+  assert_int_equal(kiln_plan_num_inputs(prefix), 1);
+  assert_int_equal(kiln_plan_get_stats(cut).steps, 1); /* sin and add fused; exp and mul not there */
+  kiln_tensor *xv = tu_random(KILN_F32, 1, TU_SHAPE(6), 1, -1, 1), *lv = tu_random(KILN_F32, 1, TU_SHAPE(6), 2, -1, 1);
+  kiln_tensor *given = tu_random(KILN_F32, 1, TU_SHAPE(6), 3, -1, 1), *got, *zv;
+  assert_int_equal(kiln_plan_run(cut, 3, (kiln_tensor *[]){xv, lv, given}, &got), KILN_OK);
+  assert_true(tu_close("cut", got, kiln_add(kiln_sin(given), lv), 0, 0));
+  assert_int_equal(kiln_plan_run(prefix, 1, &xv, &zv), KILN_OK);
+  assert_true(tu_close("prefix", zv, kiln_sin(kiln_mul_scalar(kiln_exp(xv), 2)), 0, 0));
+  /* The cut input is checked like the others, and named by its node. */
+  kiln_tensor *wrong = tu_random(KILN_F32, 1, TU_SHAPE(5), 4, -1, 1);
+  assert_int_equal(kiln_plan_run(cut, 3, (kiln_tensor *[]){xv, lv, wrong}, &got), KILN_ERR_SHAPE);
+  assert_non_null(strstr(kiln_last_error(), "input 'the value of node #2.0' must be float32 [6], got float32 [5]"));
+  kiln_plan_free(cut);
+  kiln_plan_free(prefix);
+  kiln_graph_release(g);
+  kiln_scope_end();
+}
+
 static void bound_tensors_are_read_at_each_run(void **state) {
   (void)state;
   kiln_scope_begin();
@@ -353,6 +394,7 @@ int main(void) {
       cmocka_unit_test(plans_equal_eager),
       cmocka_unit_test(passes_do_their_job),
       cmocka_unit_test(fusion_merges_chains),
+      cmocka_unit_test(cuts_and_prefixes),
       cmocka_unit_test(bound_tensors_are_read_at_each_run),
       cmocka_unit_test(errors_name_the_op),
   };

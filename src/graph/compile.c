@@ -47,8 +47,11 @@ struct kiln_plan {
   atomic_long refs; /* the caller's, and tape nodes' (graph_plan_retain) */
   kiln_compile_options opts;
   kiln_graph *graph;
+  int n_nodes; /* of graph, the ones compiled */
   int n_inputs, n_outputs, n_values, n_steps;
-  int *input_nodes; /* graph nodes of the inputs, in creation order */
+  /* The values the inputs are: the graph's inputs in creation order,
+   * then the values given in place of their computation (graph_compile_refs). */
+  graph_ref *input_refs;
   int *outputs;     /* value ids */
   graph_ref *output_refs; /* the graph values they compute, as given to compile */
   plan_value *values;
@@ -78,10 +81,12 @@ kiln_compile_options kiln_compile_options_default(void) {
 
 typedef struct {
   kiln_graph *g;
+  int n; /* the nodes compiled: the graph as it stood with n nodes */
   graph_ref *forward; /* per node (single-output nodes): the value it is, or {-1} */
   int *same_as;       /* per node: an identical earlier node, or itself */
   kiln_tensor **folded; /* per node: its value computed at compile time, or NULL */
   bool *live;
+  bool *cut; /* per node: its values come in as inputs */
 } pass_state;
 
 static graph_ref resolve(const pass_state *s, graph_ref r) {
@@ -110,7 +115,7 @@ static bool same_desc(const kiln_out_desc *a, const kiln_out_desc *b) {
  * a reshape: results equal to a value already there. */
 static int simplify(pass_state *s) {
   int changed = 0;
-  for (int i = 0; i < s->g->n; i++) {
+  for (int i = 0; i < s->n; i++) {
     const graph_node *n = node_at(s, i);
     if (n->kind != GRAPH_OP || n->n_out != 1 || n->n_in < 1) continue;
     graph_ref x = resolve(s, n->in[0]);
@@ -175,7 +180,7 @@ static uint64_t node_hash(const pass_state *s, const graph_node *n) {
 /* An op applied to the same values with the same attributes twice is
  * computed once; random ops never (each call draws anew). */
 static int cse(pass_state *s) {
-  int n = s->g->n, merged = 0;
+  int n = s->n, merged = 0;
   uint64_t *hash = kiln_alloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
   if (!hash) return 0;
   for (int i = 0; i < n; i++) {
@@ -207,7 +212,7 @@ static int cse(pass_state *s) {
  * computed now and become constants. */
 static int fold(pass_state *s) {
   int folded = 0;
-  for (int i = 0; i < s->g->n; i++) {
+  for (int i = 0; i < s->n; i++) {
     const graph_node *n = node_at(s, i);
     if (n->kind != GRAPH_OP || n->n_out != 1 || s->same_as[i] != i || s->forward[i].node >= 0 ||
         (kiln_op_get(n->op)->flags & KILN_OP_RANDOM))
@@ -243,7 +248,7 @@ static void mark_live(pass_state *s, graph_ref r) {
   if (s->live[r.node]) return;
   s->live[r.node] = true;
   const graph_node *n = node_at(s, r.node);
-  if (s->folded[r.node]) return;
+  if (s->folded[r.node] || s->cut[r.node]) return;
   for (int k = 0; k < n->n_in; k++) mark_live(s, n->in[k]);
 }
 
@@ -687,7 +692,7 @@ void kiln_plan_free(kiln_plan *p) {
   }
   kiln_free(p->steps);
   kiln_free(p->values);
-  kiln_free(p->input_nodes);
+  kiln_free(p->input_refs);
   kiln_free(p->outputs);
   kiln_free(p->output_refs);
   kiln_graph_release(p->graph);
@@ -711,42 +716,66 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
       return NULL;
     }
   }
+  graph_ref *refs = kiln_alloc(sizeof(graph_ref) * (size_t)n_out);
+  if (!refs) {
+    kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    return NULL;
+  }
+  for (int k = 0; k < n_out; k++) refs[k] = ((const graph_value *)outputs[k]->sym)->ref;
+  kiln_plan *p = graph_compile_refs(g, g->n, n_out, refs, 0, NULL, o);
+  kiln_free(refs);
+  return p;
+}
+
+kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph_ref *out_refs, int n_cut,
+                              const graph_ref *cut, const kiln_compile_options *o) {
   kiln_plan *p = kiln_calloc(1, sizeof *p);
   if (p) atomic_init(&p->refs, 1);
-  int n = g->n;
-  pass_state s = {g, kiln_alloc(sizeof(graph_ref) * (size_t)n), kiln_alloc(sizeof(int) * (size_t)n),
-                  kiln_calloc((size_t)n, sizeof(kiln_tensor *)), kiln_calloc((size_t)n, sizeof(bool))};
+  int n = n_nodes, n_graph_inputs = 0;
+  for (int i = 0; i < n; i++) n_graph_inputs += g->nodes[i].kind == GRAPH_INPUT;
+  pass_state s = {g, n, kiln_alloc(sizeof(graph_ref) * (size_t)n), kiln_alloc(sizeof(int) * (size_t)n),
+                  kiln_calloc((size_t)n, sizeof(kiln_tensor *)), kiln_calloc((size_t)n, sizeof(bool)),
+                  kiln_calloc((size_t)n + 1, sizeof(bool))};
   int *value_of = kiln_alloc(sizeof(int) * (size_t)n * 2 + 1); /* first value id of each node */
+  graph_ref *cut_at = kiln_alloc(sizeof(graph_ref) * (size_t)(n_cut + 1)); /* the cut values, resolved */
   kiln_status st = KILN_OK;
-  if (!p || !s.forward || !s.same_as || !s.folded || !s.live || !value_of) {
+  if (!p || !s.forward || !s.same_as || !s.folded || !s.live || !s.cut || !value_of || !cut_at) {
     st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
     goto done;
   }
   p->opts = o ? *o : kiln_compile_options_default();
   p->graph = kiln_graph_retain(g);
+  p->n_nodes = n;
   p->engine = kiln_default_engine();
   for (int i = 0; i < n; i++) s.forward[i] = (graph_ref){-1, 0}, s.same_as[i] = i, value_of[i] = -1;
   p->stats.nodes_before = n;
   if (p->opts.simplify) p->stats.simplified = simplify(&s);
   if (p->opts.cse) p->stats.merged = cse(&s);
   if (p->opts.fold) p->stats.folded = fold(&s);
+  /* A cut value computed by an op of its own becomes an input; one that
+   * resolved to an input, a parameter or a constant needs nothing. */
+  for (int j = 0; j < n_cut; j++) {
+    cut_at[j] = resolve(&s, cut[j]);
+    const graph_node *c = &g->nodes[cut_at[j].node];
+    if (c->kind == GRAPH_OP && !s.folded[cut_at[j].node]) s.cut[cut_at[j].node] = true;
+  }
   if (p->opts.dce) {
-    for (int k = 0; k < n_out; k++) mark_live(&s, ((const graph_value *)outputs[k]->sym)->ref);
+    for (int k = 0; k < n_out; k++) mark_live(&s, out_refs[k]);
     /* Inputs stay inputs of the plan even when unused: the caller passes
      * them all. */
     for (int i = 0; i < n; i++)
       if (g->nodes[i].kind == GRAPH_INPUT) s.live[i] = true;
   } else {
     for (int i = 0; i < n; i++) s.live[i] = s.same_as[i] == i && s.forward[i].node < 0;
-    for (int k = 0; k < n_out; k++) mark_live(&s, ((const graph_value *)outputs[k]->sym)->ref);
+    for (int k = 0; k < n_out; k++) mark_live(&s, out_refs[k]);
   }
 
   /* Lay out values and steps in node order. */
   int vcap = 0, scap = 0;
-  p->input_nodes = kiln_alloc(sizeof(int) * (size_t)(g->n_inputs + 1));
+  p->input_refs = kiln_alloc(sizeof(graph_ref) * (size_t)(n_graph_inputs + n_cut + 1));
   p->outputs = kiln_alloc(sizeof(int) * (size_t)n_out);
   p->output_refs = kiln_alloc(sizeof(graph_ref) * (size_t)n_out);
-  if (!p->input_nodes || !p->outputs || !p->output_refs) {
+  if (!p->input_refs || !p->outputs || !p->output_refs) {
     st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
     goto done;
   }
@@ -759,11 +788,27 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
         break;
       }
       p->values[v].index = p->n_inputs;
-      p->input_nodes[p->n_inputs++] = i;
+      p->input_refs[p->n_inputs++] = (graph_ref){i, 0};
       value_of[i] = v;
       continue;
     }
     if (!s.live[i] || s.same_as[i] != i || (s.forward[i].node >= 0 && !s.folded[i])) continue;
+    if (s.cut[i]) {
+      /* Its values come in after the graph's inputs; an output of it no
+       * cut names is never read (the caller cuts all it needs). */
+      for (int k = 0; k < node->n_out; k++) {
+        int j = 0;
+        while (j < n_cut && (cut_at[j].node != i || cut_at[j].index != k)) j++;
+        int v = add_value(p, &vcap, &node->out[k], j < n_cut ? VAL_INPUT : VAL_ARENA);
+        if (v < 0) {
+          st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+          break;
+        }
+        p->values[v].index = n_graph_inputs + j;
+        if (k == 0) value_of[i] = v;
+      }
+      continue;
+    }
     if (node->kind == GRAPH_BOUND || s.folded[i]) {
       int v = add_value(p, &vcap, &node->out[0], VAL_BOUND);
       if (v < 0) {
@@ -818,7 +863,7 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
   /* Outputs: a computed value not yet claimed becomes the output buffer
    * itself; an input, bound tensor, view or repeat gets a copy. */
   for (int k = 0; st == KILN_OK && k < n_out; k++) {
-    graph_ref r = resolve(&s, ((const graph_value *)outputs[k]->sym)->ref);
+    graph_ref r = resolve(&s, out_refs[k]);
     int v = value_of[r.node] + r.index;
     if (p->values[v].kind == VAL_ARENA) {
       p->values[v].kind = VAL_OUTPUT;
@@ -835,8 +880,21 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
     p->values[c].index = k;
     p->outputs[k] = c;
   }
-  for (int k = 0; st == KILN_OK && k < n_out; k++) p->output_refs[k] = ((const graph_value *)outputs[k]->sym)->ref;
+  for (int k = 0; st == KILN_OK && k < n_out; k++) p->output_refs[k] = out_refs[k];
   p->n_outputs = n_out;
+  /* The cut inputs, in the caller's order; one whose value needs no input
+   * (it resolved to another's, or to a parameter) still takes its place. */
+  for (int j = 0; st == KILN_OK && j < n_cut; j++) {
+    p->input_refs[n_graph_inputs + j] = cut_at[j];
+    bool placed = false;
+    for (int v = 0; v < p->n_values && !placed; v++)
+      placed = p->values[v].kind == VAL_INPUT && p->values[v].index == n_graph_inputs + j;
+    if (placed) continue;
+    int v = add_value(p, &vcap, &g->nodes[cut_at[j].node].out[cut_at[j].index], VAL_INPUT);
+    if (v < 0) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    else p->values[v].index = n_graph_inputs + j;
+  }
+  p->n_inputs = n_graph_inputs + n_cut;
 #ifndef NDEBUG
   const bool verify_always = true;
 #else
@@ -856,7 +914,8 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
   }
 done:
   for (int i = 0; s.folded && i < n; i++) kiln_tensor_release(s.folded[i]);
-  kiln_free(s.forward), kiln_free(s.same_as), kiln_free(s.folded), kiln_free(s.live), kiln_free(value_of);
+  kiln_free(s.forward), kiln_free(s.same_as), kiln_free(s.folded), kiln_free(s.live), kiln_free(s.cut), kiln_free(value_of);
+  kiln_free(cut_at);
   if (st != KILN_OK) {
     kiln_plan_free(p);
     return NULL;
@@ -950,15 +1009,19 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
   if (n_in != p->n_inputs)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: the plan takes %d inputs, got %d", p->n_inputs, n_in);
   for (int i = 0; i < n_in; i++) {
-    const graph_node *node = &p->graph->nodes[p->input_nodes[i]];
+    graph_ref ref = p->input_refs[i];
+    const graph_node *node = &p->graph->nodes[ref.node];
+    const kiln_out_desc *want = &node->out[ref.index];
+    char name[64];
+    if (node->kind == GRAPH_INPUT) snprintf(name, sizeof name, "%s", node->name);
+    else snprintf(name, sizeof name, "the value of node #%d.%d", ref.node, ref.index);
     const kiln_tensor *t = inputs[i];
-    if (!t || t->sym) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is %s", node->name, t ? "symbolic" : "NULL");
-    if (tensor_failed(t)) return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", node->name, t->error);
-    if (t->dtype != node->out[0].dtype || t->ndim != node->out[0].ndim ||
-        memcmp(t->shape, node->out[0].shape, sizeof(int64_t) * (size_t)t->ndim)) {
-      char want[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
-      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", node->name,
-                         kiln_dtype_name(node->out[0].dtype), kiln_shape_str(want, sizeof want, node->out[0].ndim, node->out[0].shape),
+    if (!t || t->sym) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is %s", name, t ? "symbolic" : "NULL");
+    if (tensor_failed(t)) return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", name, t->error);
+    if (t->dtype != want->dtype || t->ndim != want->ndim || memcmp(t->shape, want->shape, sizeof(int64_t) * (size_t)t->ndim)) {
+      char ws[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
+      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", name,
+                         kiln_dtype_name(want->dtype), kiln_shape_str(ws, sizeof ws, want->ndim, want->shape),
                          kiln_dtype_name(t->dtype), kiln_shape_str(got, sizeof got, t->ndim, t->shape));
     }
   }
@@ -1164,7 +1227,7 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
                        n_in);
   const kiln_graph *g = p->graph;
   /* The graph as traced, node by node, eagerly: the reference. */
-  kiln_tensor **eager = kiln_calloc((size_t)g->n * 64 + 1, sizeof(kiln_tensor *));
+  kiln_tensor **eager = kiln_calloc((size_t)p->n_nodes * 64 + 1, sizeof(kiln_tensor *));
   plan_run r = {.plan = p};
   r.inputs = kiln_calloc((size_t)(n_in + p->n_outputs + 1), sizeof(kiln_tensor *));
   if (!eager || !r.inputs) {
@@ -1176,12 +1239,14 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
   for (int i = 0; i < n_in && st == KILN_OK; i++) {
     kiln_tensor *c = inputs[i];
     st = kiln_dispatch_owned(KILN_OP_COPY, 1, &c, NULL, 1, &r.inputs[i]); /* contiguous, as runs make them */
-    eager[p->input_nodes[i] * 64] = kiln_tensor_retain(r.inputs[i]);
+    eager[p->input_refs[i].node * 64 + p->input_refs[i].index] = kiln_tensor_retain(r.inputs[i]);
   }
-  for (int i = 0; i < g->n && st == KILN_OK; i++) {
+  for (int i = 0; i < p->n_nodes && st == KILN_OK; i++) {
     const graph_node *n = &g->nodes[i];
     if (n->kind == GRAPH_BOUND) eager[i * 64] = kiln_tensor_retain(n->bound);
-    if (n->kind != GRAPH_OP) continue;
+    bool given = false; /* a cut value came in with the inputs */
+    for (int k = 0; k < n->n_out && k < 64; k++) given = given || eager[i * 64 + k];
+    if (n->kind != GRAPH_OP || given) continue;
     kiln_tensor *in[64];
     for (int k = 0; k < n->n_in && k < 64; k++) in[k] = eager[n->in[k].node * 64 + n->in[k].index];
     st = kiln_dispatch_owned(n->op, n->n_in, in, n->attrs, n->n_out, &eager[i * 64]);
@@ -1231,7 +1296,7 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
       kiln_free(gv), kiln_free(wv);
     }
   }
-  for (int i = 0; i < g->n * 64; i++) kiln_tensor_release(eager[i]);
+  for (int i = 0; i < p->n_nodes * 64; i++) kiln_tensor_release(eager[i]);
   for (int i = 0; i < n_in + p->n_outputs; i++) kiln_tensor_release(r.inputs[i]);
   kiln_free(eager), kiln_free(r.inputs);
   return st;

@@ -78,6 +78,14 @@ void graph_random_redraw(kiln_op_id op, kiln_attr_value *attrs, uint64_t numel);
  * the caller releases (zeros where no path leads). */
 kiln_status graph_gradients(kiln_graph *g, kiln_tensor *y, kiln_tensor *head, int n_src, const int *src, kiln_tensor **grads);
 
+/* kiln_graph_compile on graph values, of the graph as it stood with its
+ * first n_nodes nodes (a forward plan compiled after backward nodes were
+ * added), and with a cut: the values cut[j] are not computed but given to
+ * each run after the graph's own inputs, in that order (a backward plan
+ * takes what the forward run saved instead of recomputing it). */
+kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph_ref *outputs, int n_cut,
+                              const graph_ref *cut, const kiln_compile_options *o);
+
 /* Another reference to a plan (kiln_plan_free drops one). */
 kiln_plan *graph_plan_retain(kiln_plan *p);
 

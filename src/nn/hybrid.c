@@ -25,11 +25,13 @@ typedef struct {
 typedef struct {
   signature sig;
   kiln_plan *plan;
-  /* Recording signatures: forward and backward in one plan, run by
-   * backward (inputs, then the head gradient; gradients of the float
-   * inputs, then of the parameters), or NULL when recorded calls of this
-   * signature run imperatively. */
+  /* Recording signatures: the backward plan, run by backward on the
+   * inputs, the head gradient and the values the forward run saved (plan's
+   * outputs after the first, n_saved of them); it gives the gradients of
+   * the float inputs, then of the parameters. NULL when recorded calls of
+   * this signature run imperatively. */
   kiln_plan *train;
+  int n_saved;
   int n_params;
   kiln_tensor **params; /* retained, in the train plan's order */
   bool input_grad[8];
@@ -198,10 +200,38 @@ static bool build_train_plan(struct hybrid_state *h, kiln_graph *g, kiln_tensor 
   kiln_tensor *head = kiln_graph_input(g, "head_grad", kiln_tensor_dtype(y), kiln_tensor_ndim(y), kiln_tensor_shape(y));
   if (!e->params || kiln_tensor_status(head) != KILN_OK) return false;
   for (int j = 0; j < e->n_params; j++) e->params[j] = kiln_tensor_retain(g->nodes[src[first_param + j]].bound);
+  int first_grad_node = graph_ref_of(head, NULL, NULL) + 1;
   graph_trace_begin(g);
   kiln_status st = graph_gradients(g, y, head, n_src, src, grads);
   graph_trace_end();
-  if (st == KILN_OK) e->train = kiln_graph_compile(g, n_src, grads, &h->opts.compile);
+  /* The forward values the gradient reads: the forward run saves them, so
+   * backward does not compute them again. Views are free to redo, so
+   * their bases are saved; inputs and parameters are at hand. */
+  graph_ref *saved = kiln_alloc(sizeof(graph_ref) * ((size_t)g->n + 2)), grad_refs[MAX_SRC];
+  int n_saved = 0;
+  if (!saved) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  if (st == KILN_OK) saved[n_saved++] = (graph_ref){graph_ref_of(y, NULL, NULL), 0};
+  for (int i = first_grad_node; st == KILN_OK && i < g->n; i++)
+    for (int k = 0; k < g->nodes[i].n_in; k++) {
+      graph_ref r = g->nodes[i].in[k];
+      while (r.node < first_grad_node && g->nodes[r.node].kind == GRAPH_OP &&
+             (kiln_op_get(g->nodes[r.node].op)->flags & KILN_OP_VIEW))
+        r = g->nodes[r.node].in[0];
+      if (r.node >= first_grad_node || g->nodes[r.node].kind != GRAPH_OP) continue;
+      bool have = false;
+      for (int j = 0; j < n_saved && !have; j++) have = saved[j].node == r.node && saved[j].index == r.index;
+      if (!have) saved[n_saved++] = r;
+    }
+  for (int j = 0; st == KILN_OK && j < n_src; j++) grad_refs[j] = ((const graph_value *)grads[j]->sym)->ref;
+  if (st == KILN_OK) e->train = graph_compile_refs(g, g->n, n_src, grad_refs, n_saved - 1, saved + 1, &h->opts.compile);
+  /* The recorded forward: y and the saved values, from the forward nodes. */
+  if (e->train) e->plan = graph_compile_refs(g, first_grad_node - 1, n_saved, saved, 0, NULL, &h->opts.compile);
+  if (e->train && !e->plan) {
+    kiln_plan_free(e->train);
+    e->train = NULL;
+  }
+  e->n_saved = n_saved - 1;
+  kiln_free(saved);
   for (int j = 0; j < n_src; j++) kiln_tensor_release(grads[j]);
   return e->train != NULL;
 }
@@ -233,26 +263,34 @@ static kiln_plan *trace(kiln_block *b, struct hybrid_state *h, int n, kiln_tenso
   } else {
     plan = kiln_graph_compile(g, 1, &y, &h->opts.compile);
     if (!plan) *failure = kiln_keep(kiln_failed(KILN_ERR_INTERNAL, "%s: compiling the trace: %s", b->type, kiln_last_error()));
-    if (plan && recording && !build_train_plan(h, g, ph, n, y, e))
-      log_line(h, "recorded calls of this signature run imperatively: %s", kiln_last_error());
+    if (plan && recording) {
+      if (!build_train_plan(h, g, ph, n, y, e)) {
+        log_line(h, "recorded calls of this signature run imperatively: %s", kiln_last_error());
+      } else {
+        kiln_plan_free(plan); /* the recorded forward also saves what backward reads */
+        plan = e->plan;
+        e->plan = NULL;
+      }
+    }
   }
   kiln_scope_end();
   kiln_graph_release(g);
   return plan;
 }
 
-/* What a recorded call leaves on the tape: the train plan and the inputs
- * it will run on when backward comes. */
+/* What a recorded call leaves on the tape: the backward plan, the inputs
+ * and the values the forward run saved for it. */
 typedef struct {
   kiln_plan *train;
-  int n;
-  kiln_tensor *inputs[8];
+  int n, n_saved;
+  kiln_tensor **inputs; /* n inputs, a slot for the head gradient, n_saved saved values */
 } recorded_call;
 
 static void recorded_free(void *ctx) {
   recorded_call *r = ctx;
   kiln_plan_free(r->train);
-  for (int i = 0; i < r->n; i++) kiln_tensor_release(r->inputs[i]);
+  for (int i = 0; r->inputs && i < r->n + 1 + r->n_saved; i++) kiln_tensor_release(r->inputs[i]);
+  kiln_free(r->inputs);
   kiln_free(r);
 }
 
@@ -261,12 +299,11 @@ static void recorded_free(void *ctx) {
  * inputs, then the parameters), in that order. */
 static kiln_status recorded_backward(kiln_grad_call *c) {
   recorded_call *r = c->ctx;
-  kiln_tensor *in[9];
-  for (int i = 0; i < r->n; i++) in[i] = r->inputs[i];
-  in[r->n] = c->out_grad[0];
+  r->inputs[r->n] = c->out_grad[0]; /* borrowed for the run */
   kiln_tensor **grads = kiln_calloc((size_t)c->n_in + 1, sizeof(kiln_tensor *));
-  if (!grads) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "hybridized block: out of memory in backward");
-  kiln_status st = kiln_plan_run(r->train, r->n + 1, in, grads);
+  kiln_status st = grads ? kiln_plan_run(r->train, r->n + 1 + r->n_saved, r->inputs, grads)
+                         : kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "hybridized block: out of memory in backward");
+  r->inputs[r->n] = NULL;
   for (int k = 0; st == KILN_OK && k < c->n_in; k++)
     if (c->need[k]) c->in_grad[k] = grads[k];
   kiln_free(grads);
@@ -319,8 +356,14 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
       return failure;
     }
     kiln_plan_stats st = kiln_plan_get_stats(entry.plan);
+    char backward[128] = "";
+    if (entry.train) {
+      kiln_plan_stats bt = kiln_plan_get_stats(entry.train);
+      snprintf(backward, sizeof backward, ", with a forward and backward plan (backward %d steps, %d values saved by forward)",
+               bt.steps, entry.n_saved);
+    }
     log_line(h, "trace %d (%s): %d nodes -> %d steps, arena %lld bytes%s", h->traces, reason, st.nodes_before, st.steps,
-             (long long)st.arena_bytes, entry.train ? ", with a forward and backward plan" : "");
+             (long long)st.arena_bytes, backward);
     hit = &h->cache[h->n_cached++];
     *hit = entry;
   }
@@ -328,8 +371,11 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
   h->last = s;
   h->has_last = true;
   if (s.recording && !hit->train) return b->forward(b, n, inputs);
-  kiln_tensor *y;
-  kiln_status st = kiln_plan_run(hit->plan, n, inputs, &y);
+  kiln_tensor *outs[1 + 256], *y = NULL;
+  if (1 + hit->n_saved > (int)(sizeof outs / sizeof *outs))
+    return kiln_failed(KILN_ERR_UNSUPPORTED, "%s: more than %d values saved for backward", b->type, 256);
+  kiln_status st = kiln_plan_run(hit->plan, n, inputs, outs);
+  if (st == KILN_OK) y = outs[0];
   if (st == KILN_OK && h->opts.check && (st = kiln_plan_check(hit->plan, n, inputs, 1e-5, 1e-6)) != KILN_OK)
     log_line(h, "check: %s", kiln_last_error());
   if (st != KILN_OK) return kiln_failed(st, "%s: %s", b->type, kiln_last_error());
@@ -341,10 +387,16 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
     if (hit->input_grad[i]) tape_in[n_tape++] = inputs[i];
   for (int j = 0; j < hit->n_params && n_tape < (int)(sizeof tape_in / sizeof *tape_in); j++) tape_in[n_tape++] = hit->params[j];
   recorded_call *r = kiln_calloc(1, sizeof *r);
-  if (!r) return kiln_failed(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory recording the call", b->type);
+  if (r) r->inputs = kiln_calloc((size_t)(n + 1 + hit->n_saved), sizeof(kiln_tensor *));
+  if (!r || !r->inputs) {
+    kiln_free(r);
+    return kiln_failed(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory recording the call", b->type);
+  }
   r->train = graph_plan_retain(hit->train);
   r->n = n;
+  r->n_saved = hit->n_saved;
   for (int i = 0; i < n; i++) r->inputs[i] = kiln_tensor_retain(inputs[i]);
+  for (int j = 0; j < hit->n_saved; j++) r->inputs[n + 1 + j] = kiln_tensor_retain(outs[1 + j]);
   if (!autograd_record_custom(&recorded_def, recorded_backward, r, recorded_free, n_tape, tape_in, 1, &y)) {
     recorded_free(r);
     return kiln_failed(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory recording the call", b->type);
