@@ -709,8 +709,11 @@ KILN_API kiln_status kiln_block_print(kiln_block *b, FILE *out);
  * each trace happened. A block that cannot be traced (it reads values, or
  * calls C code that needs them) is marked with kiln_block_set_traceable;
  * a hybridized ancestor then runs its own forward imperatively and its
- * other hybridized children still run plans. While autograd records, calls
- * run imperatively (gradients through plans are the next step of 4/8). */
+ * other hybridized children still run plans. While autograd records, a
+ * call runs a forward plan that also keeps what the gradient needs, and
+ * records one tape node whose backward is a compiled plan; a forward with
+ * random ops (dropout) or state updated in place (BatchNorm in training)
+ * runs imperatively when recorded, and the log says so. */
 typedef struct {
   bool active; /* false: back to imperative */
   int cache_capacity;
