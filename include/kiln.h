@@ -539,7 +539,7 @@ KILN_API void kiln_graph_release(kiln_graph *g); /* symbolic tensors keep their 
 KILN_API kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, int ndim, const int64_t *shape);
 
 /* The passes, each on by default; KILN_DISABLE_PASSES (a list of the
- * names: simplify, cse, fold, dce, fuse, memory) turns them off in
+ * names: simplify, cse, fold, dce, fuse, parallel, memory) turns them off in
  * kiln_compile_options_default. */
 typedef struct {
   bool simplify;          /* x*1, x+0, double transpose, reshape chains */
@@ -547,6 +547,7 @@ typedef struct {
   bool fold;              /* ops on constants computed at compile time */
   bool dce;               /* only what the outputs need */
   bool fuse;              /* elementwise chains as one loop; activations into the GEMM before them */
+  bool parallel;          /* independent heavy branches as engine ops of their own, run in parallel */
   bool plan_memory;       /* arena buffers reused after their last reader */
   bool reference_kernels; /* run the reference kernels (for checking) */
   bool verify;            /* check the plan after the passes (always in debug builds) */
@@ -557,6 +558,7 @@ typedef struct {
   int nodes_before, steps;
   int simplified, merged, folded;
   int fused;    /* steps folded into a fused loop or a GEMM's epilogue */
+  int segments; /* engine ops per run: 1, or the branches that run in parallel */
   int in_place; /* elementwise steps writing over an input that dies there */
   int64_t arena_bytes, unplanned_bytes;
 } kiln_plan_stats;

@@ -313,6 +313,67 @@ static void cuts_and_prefixes(void **state) {
   kiln_scope_end();
 }
 
+/* Two heavy branches that do not need each other run as engine ops of
+ * their own, joined by a third: the values are those of the one-op plan,
+ * buffers of the parallel branches never overlap, and a failure in one
+ * branch reaches the output without holding back the next run. */
+static void parallel_branches(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *x = kiln_graph_input(g, "x", KILN_F32, 2, TU_SHAPE(256, 512));
+  kiln_tensor *w1 = kiln_graph_input(g, "w1", KILN_F32, 2, TU_SHAPE(512, 512));
+  kiln_tensor *w2 = kiln_graph_input(g, "w2", KILN_F32, 2, TU_SHAPE(512, 512));
+  kiln_tensor *num = kiln_graph_input(g, "num", KILN_I64, 1, TU_SHAPE(300000));
+  kiln_tensor *den = kiln_graph_input(g, "den", KILN_I64, 1, TU_SHAPE(300000));
+  kiln_tensor *a = kiln_relu(kiln_linear(x, w1, NULL)), *b = kiln_tanh(kiln_linear(x, w2, NULL));
+  kiln_tensor *quotient = kiln_sum(kiln_cast(kiln_div(num, den), KILN_F32), 0, NULL, false);
+  kiln_tensor *y = kiln_add(kiln_mul(a, b), quotient);
+  kiln_compile_options on = kiln_compile_options_default(), off = on;
+  on.verify = off.verify = true;
+  off.parallel = false;
+  kiln_plan *par = kiln_graph_compile(g, 1, &y, &on), *seq = kiln_graph_compile(g, 1, &y, &off);
+  assert_non_null(par);
+  assert_non_null(seq);
+  kiln_plan_stats ps = kiln_plan_get_stats(par), ss = kiln_plan_get_stats(seq);
+  /* linear+relu, linear+tanh, div (and what follows it), the join. */
+  assert_int_equal(ss.segments, 1);
+  assert_true(ps.segments >= 4);
+  /* a and b are alive together in branches that may overlap in time: the
+   * arena holds both. */
+  assert_true(ps.arena_bytes >= 2 * 256 * 512 * 4);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  assert_int_equal(kiln_plan_dump(par, f, false), KILN_OK);
+  fclose(f);
+  assert_non_null(strstr(text, "segments"));
+  assert_non_null(strstr(text, "[1] "));
+  free(text);
+  kiln_tensor *in[5] = {tu_random(KILN_F32, 2, TU_SHAPE(256, 512), 1, -1, 1), tu_random(KILN_F32, 2, TU_SHAPE(512, 512), 2, -0.1, 0.1),
+                        tu_random(KILN_F32, 2, TU_SHAPE(512, 512), 3, -0.1, 0.1), kiln_full(KILN_I64, 1, TU_SHAPE(300000), 7),
+                        kiln_full(KILN_I64, 1, TU_SHAPE(300000), 2)};
+  for (int round = 0; round < 3; round++) {
+    kiln_tensor *got, *want;
+    assert_int_equal(kiln_plan_run(par, 5, in, &got), KILN_OK);
+    assert_int_equal(kiln_plan_run(seq, 5, in, &want), KILN_OK);
+    assert_true(tu_close("parallel branches", got, want, 0, 0));
+  }
+  kiln_tensor *zeros = kiln_full(KILN_I64, 1, TU_SHAPE(300000), 0), *bad_in[5] = {in[0], in[1], in[2], in[3], zeros}, *bad;
+  assert_int_equal(kiln_plan_run(par, 5, bad_in, &bad), KILN_OK); /* pushed; fails when run */
+  assert_int_equal(kiln_tensor_status(bad), KILN_ERR_OUT_OF_RANGE);
+  assert_non_null(strstr(kiln_tensor_error(bad), "div"));
+  kiln_tensor *again, *want;
+  assert_int_equal(kiln_plan_run(par, 5, in, &again), KILN_OK);
+  assert_int_equal(kiln_plan_run(seq, 5, in, &want), KILN_OK);
+  assert_true(tu_close("the run after a failure", again, want, 0, 0));
+  assert_int_equal(kiln_waitall(), KILN_OK); /* the failure was reported once, by the status call */
+  kiln_plan_free(par);
+  kiln_plan_free(seq);
+  kiln_graph_release(g);
+  kiln_scope_end();
+}
+
 static void bound_tensors_are_read_at_each_run(void **state) {
   (void)state;
   kiln_scope_begin();
@@ -395,6 +456,7 @@ int main(void) {
       cmocka_unit_test(passes_do_their_job),
       cmocka_unit_test(fusion_merges_chains),
       cmocka_unit_test(cuts_and_prefixes),
+      cmocka_unit_test(parallel_branches),
       cmocka_unit_test(bound_tensors_are_read_at_each_run),
       cmocka_unit_test(errors_name_the_op),
   };

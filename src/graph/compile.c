@@ -43,6 +43,17 @@ typedef struct {
   kk_fused_program *fused; /* a fused elementwise chain (in: its inputs), or NULL */
 } plan_step;
 
+/* A part of the schedule: steps run in order by one engine op, after the
+ * segments it reads values from. */
+typedef struct {
+  int n_steps, *steps; /* in plan order */
+  int n_deps, *deps;
+  int64_t work;
+  kiln_engine_var *var; /* written by each run of the segment */
+} plan_segment;
+
+enum { MAX_SEGMENTS = 64 }; /* a reach set is one word */
+
 struct kiln_plan {
   atomic_long refs; /* the caller's, and tape nodes' (graph_plan_retain) */
   kiln_compile_options opts;
@@ -60,11 +71,18 @@ struct kiln_plan {
   void *arena;
   kiln_engine *engine;
   kiln_engine_var *arena_var;
+  /* One segment, the whole plan, unless independent branches each carry
+   * enough work to be worth a thread of their own. */
+  int n_segments;
+  plan_segment *segments;
+  int *segment_of;        /* per step */
+  uint64_t *reach;        /* per segment: the segments it runs after, transitively */
   kiln_plan_stats stats;
 };
 
 kiln_compile_options kiln_compile_options_default(void) {
-  kiln_compile_options o = {.simplify = true, .cse = true, .fold = true, .dce = true, .fuse = true, .plan_memory = true};
+  kiln_compile_options o = {.simplify = true, .cse = true, .fold = true, .dce = true, .fuse = true, .parallel = true,
+                            .plan_memory = true};
   const char *off = getenv("KILN_DISABLE_PASSES");
   if (off) {
     o.simplify = !strstr(off, "simplify");
@@ -72,6 +90,7 @@ kiln_compile_options kiln_compile_options_default(void) {
     o.fold = !strstr(off, "fold");
     o.dce = !strstr(off, "dce");
     o.fuse = !strstr(off, "fuse");
+    o.parallel = !strstr(off, "parallel");
     o.plan_memory = !strstr(off, "memory");
   }
   return o;
@@ -287,33 +306,48 @@ static int root_of(const kiln_plan *p, int v) {
 
 /* Places arena values: each lives from the step that writes it to the last
  * step that reads it (through views too), and a freed range is reused
- * first-fit. Without planning every value gets its own range. */
+ * first-fit. Without planning every value gets its own range. With
+ * segments running in parallel, a range is reused only by a step whose
+ * segment runs after every segment that touched the range's last value. */
 static kiln_status plan_memory(kiln_plan *p) {
-  int *last = kiln_alloc(sizeof(int) * (size_t)(p->n_values ? p->n_values : 1));
-  size_t *free_off = kiln_alloc(sizeof(size_t) * (size_t)(p->n_values + 1));
-  size_t *free_len = kiln_alloc(sizeof(size_t) * (size_t)(p->n_values + 1));
-  if (!last || !free_off || !free_len) {
-    kiln_free(last), kiln_free(free_off), kiln_free(free_len);
+  size_t nv = (size_t)p->n_values + 1;
+  int *last = kiln_alloc(sizeof(int) * nv), *dying = kiln_alloc(sizeof(int) * nv);
+  int *dies_at = kiln_alloc(sizeof(int) * ((size_t)p->n_steps + 1)); /* per step: a list through dying */
+  uint64_t *access = kiln_calloc(nv, sizeof(uint64_t)), *free_access = kiln_alloc(sizeof(uint64_t) * nv);
+  size_t *free_off = kiln_alloc(sizeof(size_t) * nv), *free_len = kiln_alloc(sizeof(size_t) * nv);
+  bool *taken = kiln_calloc(nv, sizeof(bool)); /* its range went to an in-place output */
+  if (!last || !dying || !dies_at || !access || !free_access || !free_off || !free_len || !taken) {
+    kiln_free(last), kiln_free(dying), kiln_free(dies_at), kiln_free(access), kiln_free(free_access);
+    kiln_free(free_off), kiln_free(free_len), kiln_free(taken);
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory planning memory");
   }
   for (int v = 0; v < p->n_values; v++) last[v] = -1;
   for (int s = 0; s < p->n_steps; s++) {
-    for (int k = 0; k < p->steps[s].n_in; k++) last[root_of(p, p->steps[s].in[k])] = s;
+    uint64_t bit = 1ull << p->segment_of[s];
+    dies_at[s] = -1;
+    for (int k = 0; k < p->steps[s].n_in; k++) {
+      int root = root_of(p, p->steps[s].in[k]);
+      last[root] = s;
+      access[root] |= bit;
+    }
     for (int k = 0; k < p->steps[s].n_out; k++) {
       int v = p->steps[s].out[k];
       if (last[v] < s) last[v] = s;
+      access[v] |= bit;
     }
   }
-  bool *taken = kiln_calloc((size_t)p->n_values + 1, sizeof(bool)); /* its range went to an in-place output */
-  if (!taken) {
-    kiln_free(last), kiln_free(free_off), kiln_free(free_len);
-    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory planning memory");
-  }
+  for (int v = p->n_values - 1; v >= 0; v--)
+    if (p->values[v].kind == VAL_ARENA && last[v] >= 0) {
+      dying[v] = dies_at[last[v]];
+      dies_at[last[v]] = v;
+    }
   int n_free = 0, in_place = 0;
   size_t top = 0;
   for (int s = 0; s < p->n_steps; s++) {
     const plan_step *ps = &p->steps[s];
     const kiln_op_def *def = kiln_op_get(ps->op);
+    int seg = p->segment_of[s];
+    uint64_t after = p->reach[seg] | (1ull << seg); /* what this step surely runs after, or in order with */
     for (int k = 0; k < ps->n_out; k++) {
       plan_value *v = &p->values[ps->out[k]];
       if (v->kind != VAL_ARENA) continue;
@@ -325,14 +359,16 @@ static kiln_status plan_memory(kiln_plan *p) {
       for (int i = 0; p->opts.plan_memory && (def->flags & KILN_OP_ELEMENTWISE) && ps->op != KILN_OP_COPY && ps->n_out == 1 &&
                       i < ps->n_in && reuse < 0;
            i++) {
-        const plan_value *in = &p->values[ps->in[i]];
-        if (in->kind == VAL_ARENA && last[ps->in[i]] == s && !taken[ps->in[i]] && in->dtype == v->dtype &&
+        int u = ps->in[i];
+        const plan_value *in = &p->values[u];
+        if (in->kind == VAL_ARENA && last[u] == s && !taken[u] && !(access[u] & ~after) && in->dtype == v->dtype &&
             in->ndim == v->ndim && !memcmp(in->shape, v->shape, sizeof(int64_t) * (size_t)v->ndim))
-          reuse = ps->in[i];
+          reuse = u;
       }
       if (reuse >= 0) {
         v->offset = p->values[reuse].offset;
         taken[reuse] = true;
+        access[ps->out[k]] |= access[reuse]; /* the range's history goes on with it */
         in_place++;
         continue;
       }
@@ -340,11 +376,12 @@ static kiln_status plan_memory(kiln_plan *p) {
       if (need == 0) need = KILN_ALIGN;
       int fit = -1;
       for (int f = 0; p->opts.plan_memory && f < n_free && fit < 0; f++)
-        if (free_len[f] >= need) fit = f;
+        if (free_len[f] >= need && !(free_access[f] & ~after)) fit = f;
       if (fit >= 0) {
         v->offset = (int64_t)free_off[fit];
         free_off[fit] += need;
         free_len[fit] -= need;
+        access[ps->out[k]] |= free_access[fit];
       } else {
         v->offset = (int64_t)top;
         top += need;
@@ -352,11 +389,12 @@ static kiln_status plan_memory(kiln_plan *p) {
     }
     if (!p->opts.plan_memory) continue;
     /* Values whose last reader is this step give their range back. */
-    for (int v = 0; v < p->n_values; v++) {
-      plan_value *pv = &p->values[v];
-      if (pv->kind != VAL_ARENA || last[v] != s || taken[v]) continue;
+    for (int v = dies_at[s]; v >= 0; v = dying[v]) {
+      const plan_value *pv = &p->values[v];
+      if (taken[v]) continue;
       size_t len = (value_bytes(pv) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
       free_off[n_free] = (size_t)pv->offset;
+      free_access[n_free] = access[v];
       free_len[n_free++] = len ? len : KILN_ALIGN;
     }
   }
@@ -367,7 +405,8 @@ static kiln_status plan_memory(kiln_plan *p) {
   p->stats.arena_bytes = (int64_t)top;
   p->stats.unplanned_bytes = (int64_t)sum;
   p->stats.in_place = in_place;
-  kiln_free(last), kiln_free(free_off), kiln_free(free_len), kiln_free(taken);
+  kiln_free(last), kiln_free(dying), kiln_free(dies_at), kiln_free(access), kiln_free(free_access);
+  kiln_free(free_off), kiln_free(free_len), kiln_free(taken);
   return KILN_OK;
 }
 
@@ -608,6 +647,142 @@ static kiln_status fuse(kiln_plan *p) {
   return KILN_OK;
 }
 
+/* ------------------------------------------------------------ schedule */
+
+/* Multiply-adds a step costs, roughly: what decides whether a branch is
+ * worth an engine op (and a thread) of its own. */
+static int64_t step_work(const kiln_plan *p, const plan_step *st) {
+  const plan_value *out = &p->values[st->out[0]], *in0 = st->n_in ? &p->values[st->in[0]] : out;
+  int64_t n = 1, depth = 1;
+  for (int d = 0; d < out->ndim; d++) n *= out->shape[d];
+  if ((st->op == KILN_OP_LINEAR || st->op == KILN_OP_MATMUL) && in0->ndim) depth = in0->shape[in0->ndim - 1];
+  if (st->op == KILN_OP_CONV2D && st->n_in > 1) {
+    const plan_value *w = &p->values[st->in[1]];
+    depth = w->shape[1] * w->shape[2] * w->shape[3];
+  }
+  if (st->fused) depth = st->fused->n_instr;
+  return n * depth;
+}
+
+static void free_segments(kiln_plan *p) {
+  for (int g = 0; g < p->n_segments; g++) {
+    kiln_free(p->segments[g].steps);
+    kiln_free(p->segments[g].deps);
+  }
+  kiln_free(p->segments), kiln_free(p->segment_of), kiln_free(p->reach);
+  p->segments = NULL, p->segment_of = NULL, p->reach = NULL;
+  p->n_segments = 0;
+}
+
+/* Steps as one segment (the whole plan in order). */
+static kiln_status single_segment(kiln_plan *p) {
+  free_segments(p);
+  p->segments = kiln_calloc(1, sizeof(plan_segment));
+  p->segment_of = kiln_calloc((size_t)p->n_steps + 1, sizeof(int));
+  p->reach = kiln_calloc(1, sizeof(uint64_t));
+  if (p->segments) p->segments[0].steps = kiln_alloc(sizeof(int) * ((size_t)p->n_steps + 1));
+  if (!p->segments || !p->segment_of || !p->reach || !p->segments[0].steps) {
+    if (p->segments) p->n_segments = 1;
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory scheduling");
+  }
+  p->n_segments = 1;
+  for (int t = 0; t < p->n_steps; t++) p->segments[0].steps[t] = t;
+  p->segments[0].n_steps = p->n_steps;
+  return KILN_OK;
+}
+
+/* Chains of dependent steps stay together (one engine op, no hand-off
+ * between them); a step whose inputs come from more than one chain, or
+ * from a chain another step already continued, starts a segment that
+ * waits for those it reads. When two segments that do not wait for each
+ * other both carry at least PARALLEL_WORK multiply-adds, the segments go
+ * to the engine as separate ops and run in parallel; otherwise the plan
+ * stays one op (the hand-offs would cost more than they save). */
+enum { PARALLEL_WORK = 1 << 18 };
+
+static kiln_status schedule(kiln_plan *p) {
+  if (!p->opts.parallel || p->n_steps < 2) return single_segment(p);
+  int n = p->n_steps;
+  int *producer = kiln_alloc(sizeof(int) * ((size_t)p->n_values + 1)), *seg = kiln_alloc(sizeof(int) * ((size_t)n + 1));
+  int *last = kiln_alloc(sizeof(int) * ((size_t)n + 1)); /* per segment: its last step */
+  uint64_t *deps = kiln_calloc((size_t)n + 1, sizeof(uint64_t)), *reach = kiln_calloc((size_t)n + 1, sizeof(uint64_t));
+  int64_t *work = kiln_calloc((size_t)n + 1, sizeof(int64_t));
+  kiln_status st = KILN_OK;
+  if (!producer || !seg || !last || !deps || !reach || !work) {
+    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory scheduling");
+    goto done;
+  }
+  for (int v = 0; v < p->n_values; v++) producer[v] = -1;
+  int n_seg = 0;
+  bool too_many = false;
+  for (int t = 0; t < n && !too_many; t++) {
+    const plan_step *ps = &p->steps[t];
+    uint64_t from = 0;
+    bool extends = false;
+    for (int k = 0; k < ps->n_in; k++) {
+      int w = producer[root_of(p, ps->in[k])];
+      if (w < 0) continue;
+      from |= 1ull << seg[w];
+      extends = extends || last[seg[w]] == w;
+    }
+    int g;
+    if (from && !(from & (from - 1)) && extends) {
+      g = __builtin_ctzll(from); /* continues the one chain it reads */
+    } else {
+      if (n_seg == MAX_SEGMENTS) {
+        too_many = true;
+        break;
+      }
+      g = n_seg++;
+      deps[g] = from;
+      for (int d = 0; d < g; d++)
+        if (from & (1ull << d)) reach[g] |= (1ull << d) | reach[d];
+    }
+    seg[t] = g;
+    last[g] = t;
+    work[g] += step_work(p, ps);
+    for (int k = 0; k < ps->n_out; k++) producer[ps->out[k]] = t;
+  }
+  bool parallel = false;
+  for (int a = 0; a < n_seg && !parallel && !too_many; a++)
+    for (int b = a + 1; b < n_seg && !parallel; b++)
+      parallel = work[a] >= PARALLEL_WORK && work[b] >= PARALLEL_WORK && !(reach[b] & (1ull << a));
+  if (!parallel) {
+    st = single_segment(p);
+    goto done;
+  }
+  free_segments(p);
+  p->segments = kiln_calloc((size_t)n_seg, sizeof(plan_segment));
+  p->segment_of = kiln_alloc(sizeof(int) * ((size_t)n + 1));
+  p->reach = kiln_calloc((size_t)n_seg, sizeof(uint64_t));
+  if (!p->segments || !p->segment_of || !p->reach) {
+    kiln_free(p->segments), kiln_free(p->segment_of), kiln_free(p->reach);
+    p->segments = NULL, p->segment_of = NULL, p->reach = NULL;
+    st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory scheduling");
+    goto done;
+  }
+  p->n_segments = n_seg;
+  for (int g = 0; g < n_seg && st == KILN_OK; g++) {
+    plan_segment *sg = &p->segments[g];
+    sg->steps = kiln_alloc(sizeof(int) * ((size_t)n + 1));
+    sg->deps = kiln_alloc(sizeof(int) * MAX_SEGMENTS);
+    if (!sg->steps || !sg->deps) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory scheduling");
+    for (int d = 0; sg->deps && d < g; d++)
+      if (deps[g] & (1ull << d)) sg->deps[sg->n_deps++] = d;
+    sg->work = work[g];
+    p->reach[g] = reach[g];
+  }
+  for (int t = 0; t < n && st == KILN_OK; t++) {
+    p->segment_of[t] = seg[t];
+    plan_segment *sg = &p->segments[seg[t]];
+    sg->steps[sg->n_steps++] = t;
+  }
+  p->stats.segments = n_seg;
+done:
+  kiln_free(producer), kiln_free(seg), kiln_free(last), kiln_free(deps), kiln_free(reach), kiln_free(work);
+  return st;
+}
+
 kiln_plan *graph_plan_retain(kiln_plan *p) {
   if (p) atomic_fetch_add(&p->refs, 1);
   return p;
@@ -674,6 +849,27 @@ static kiln_status verify(const kiln_plan *p) {
       ready[ps->out[k]] = true;
     }
   }
+  /* The schedule: every step in one segment, after the steps it reads,
+   * in its own segment or in one it waits for. */
+  int *producer = st == KILN_OK ? kiln_alloc(sizeof(int) * ((size_t)p->n_values + 1)) : NULL;
+  if (st == KILN_OK && !producer) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "plan verifier: out of memory");
+  for (int v = 0; producer && v < p->n_values; v++) producer[v] = -1;
+  int placed = 0;
+  for (int g = 0; g < p->n_segments; g++) placed += p->segments[g].n_steps;
+  if (st == KILN_OK && placed != p->n_steps)
+    st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: %d steps in segments, the plan has %d", placed, p->n_steps);
+  for (int s = 0; s < p->n_steps && st == KILN_OK; s++) {
+    const plan_step *ps = &p->steps[s];
+    int g = p->segment_of[s];
+    for (int k = 0; k < ps->n_in && st == KILN_OK; k++) {
+      int w = producer[root_of(p, ps->in[k])];
+      if (w >= 0 && p->segment_of[w] != g && !(p->reach[g] & (1ull << p->segment_of[w])))
+        st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: step %d (segment %d) reads step %d's value from segment %d, "
+                         "which it does not wait for", s, g, w, p->segment_of[w]);
+    }
+    for (int k = 0; k < ps->n_out; k++) producer[ps->out[k]] = s;
+  }
+  kiln_free(producer);
   kiln_free(ready);
   return st;
 }
@@ -684,6 +880,9 @@ void kiln_plan_free(kiln_plan *p) {
    * on an engine worker (the last run's, or a tape node's release), where
    * waiting would deadlock. */
   if (p->arena_var) kiln_engine_delete_var(p->engine, p->arena_var, NULL, NULL);
+  for (int g = 0; g < p->n_segments; g++)
+    if (p->segments[g].var) kiln_engine_delete_var(p->engine, p->segments[g].var, NULL, NULL);
+  free_segments(p);
   kiln_free(p->arena);
   for (int v = 0; v < p->n_values; v++) kiln_tensor_release(p->values[v].bound);
   for (int s = 0; s < p->n_steps; s++) {
@@ -902,6 +1101,8 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
 #endif
   if (st == KILN_OK && p->opts.fuse && !p->opts.reference_kernels) st = fuse(p); /* reference runs each op as defined */
   p->stats.steps = p->n_steps;
+  p->stats.segments = 1;
+  if (st == KILN_OK) st = schedule(p);
   if (st == KILN_OK && (verify_always || p->opts.verify)) st = verify(p);
   if (st == KILN_OK) st = plan_memory(p);
   if (st == KILN_OK && p->arena_bytes) {
@@ -911,6 +1112,9 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
   if (st == KILN_OK) {
     p->arena_var = kiln_engine_new_var(p->engine);
     if (!p->arena_var) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    for (int seg = 0; p->n_segments > 1 && seg < p->n_segments && st == KILN_OK; seg++)
+      if (!(p->segments[seg].var = kiln_engine_new_var(p->engine)))
+        st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
   }
 done:
   for (int i = 0; s.folded && i < n; i++) kiln_tensor_release(s.folded[i]);
@@ -934,11 +1138,19 @@ kiln_graph *graph_plan_source(const kiln_plan *p, int *n_out, const graph_ref **
 
 /* ------------------------------------------------------------ running */
 
+typedef struct plan_run plan_run;
 typedef struct {
+  plan_run *run;
+  int segment;
+} segment_run;
+
+struct plan_run {
   kiln_plan *plan;
   kiln_tensor **inputs, **outputs; /* retained */
   kiln_attr_value *random_attrs;   /* per step: drawn at the call, for random ops */
-} plan_run;
+  segment_run *segments;           /* with more than one segment */
+  atomic_int pending;              /* segments not done, and the pusher's hold */
+};
 
 static kk_view value_view(const plan_run *r, int v) {
   const kiln_plan *p = r->plan;
@@ -977,11 +1189,11 @@ static kiln_status run_step(const plan_run *r, int s, bool reference, kk_view *v
   return fn(&c);
 }
 
-static kiln_status run_plan(void *data) {
-  plan_run *r = data;
+static kiln_status run_steps(plan_run *r, int n, const int *steps) {
   const kiln_plan *p = r->plan;
   kk_view vin[64], vout[64];
-  for (int s = 0; s < p->n_steps; s++) {
+  for (int i = 0; i < n; i++) {
+    int s = steps[i];
     kiln_status status = run_step(r, s, p->opts.reference_kernels, vin, vout);
     if (status != KILN_OK) {
       char label[96];
@@ -992,14 +1204,95 @@ static kiln_status run_plan(void *data) {
   return KILN_OK;
 }
 
+static kiln_status run_plan(void *data) {
+  plan_run *r = data;
+  return run_steps(r, r->plan->segments[0].n_steps, r->plan->segments[0].steps);
+}
+
+static kiln_status run_segment(void *data) {
+  segment_run *sr = data;
+  const plan_segment *g = &sr->run->plan->segments[sr->segment];
+  return run_steps(sr->run, g->n_steps, g->steps);
+}
+
+static kiln_status run_start(void *data) {
+  (void)data;
+  return KILN_OK;
+}
+
 static void free_run(void *data) {
   plan_run *r = data;
   for (int i = 0; i < r->plan->n_inputs; i++) kiln_tensor_release(r->inputs[i]);
   for (int k = 0; k < r->plan->n_outputs; k++) kiln_tensor_release(r->outputs[k]);
   kiln_free(r->random_attrs);
+  kiln_free(r->segments);
   kiln_free(r->inputs); /* outputs share its allocation */
   kiln_plan_free(r->plan);
   kiln_free(r);
+}
+
+static void add_var(kiln_engine_var **vars, int *n, kiln_engine_var *v) {
+  for (int i = 0; i < *n; i++)
+    if (vars[i] == v) return;
+  vars[(*n)++] = v;
+}
+
+static void free_run(void *data);
+
+static void release_run(plan_run *r, int n) {
+  if (atomic_fetch_sub(&r->pending, n) == n) free_run(r);
+}
+
+static void segment_done(void *data) { release_run(((segment_run *)data)->run, 1); }
+
+/* One engine op per segment, reading the inputs, parameters and segments
+ * it uses and writing its own variable and the outputs it computes. Runs
+ * of a plan share its arena: an op writing the arena's variable goes
+ * first and every segment reads it, so a run starts after the last one's
+ * segments all end, and a failed run does not hold back the next. The
+ * last segment done frees the run. */
+static kiln_status push_segments(kiln_plan *p, plan_run *r, kiln_engine_var **vars, bool *handed_off) {
+  r->segments = kiln_alloc(sizeof(segment_run) * (size_t)p->n_segments);
+  bool *uses = kiln_alloc(sizeof(bool) * ((size_t)p->n_values + 1));
+  if (!r->segments || !uses) {
+    kiln_free(uses);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
+  }
+  kiln_status st = kiln_engine_push(p->engine, run_start, NULL, NULL, NULL, 0, &p->arena_var, 1, "plan start", 0);
+  if (st != KILN_OK) {
+    kiln_free(uses);
+    return st;
+  }
+  atomic_init(&r->pending, p->n_segments + 1);
+  *handed_off = true;
+  int pushed = 0;
+  for (int g = 0; g < p->n_segments && st == KILN_OK; g++) {
+    const plan_segment *sg = &p->segments[g];
+    memset(uses, 0, sizeof(bool) * (size_t)p->n_values);
+    for (int i = 0; i < sg->n_steps; i++) {
+      const plan_step *ps = &p->steps[sg->steps[i]];
+      for (int k = 0; k < ps->n_in; k++) uses[root_of(p, ps->in[k])] = true;
+      for (int k = 0; k < ps->n_out; k++) uses[ps->out[k]] = true;
+    }
+    int nr = 0, nw = 0;
+    add_var(vars, &nr, p->arena_var);
+    for (int d = 0; d < sg->n_deps; d++) add_var(vars, &nr, p->segments[sg->deps[d]].var);
+    for (int v = 0; v < p->n_values; v++) {
+      if (!uses[v]) continue;
+      if (p->values[v].kind == VAL_INPUT) add_var(vars, &nr, r->inputs[p->values[v].index]->storage->var);
+      if (p->values[v].kind == VAL_BOUND) add_var(vars, &nr, p->values[v].bound->storage->var);
+    }
+    kiln_engine_var **writes = vars + nr;
+    writes[nw++] = sg->var;
+    for (int v = 0; v < p->n_values; v++)
+      if (uses[v] && p->values[v].kind == VAL_OUTPUT) add_var(writes, &nw, r->outputs[p->values[v].index]->storage->var);
+    r->segments[g] = (segment_run){r, g};
+    st = kiln_engine_push(p->engine, run_segment, segment_done, &r->segments[g], vars, nr, writes, nw, "plan segment", 0);
+    if (st == KILN_OK) pushed++;
+  }
+  kiln_free(uses);
+  release_run(r, 1 + p->n_segments - pushed); /* the hold, and the segments never pushed */
+  return st;
 }
 
 kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs) {
@@ -1026,7 +1319,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     }
   }
   plan_run *r = kiln_calloc(1, sizeof *r);
-  int n_vars = n_in + p->n_values + p->n_outputs + 1;
+  int n_vars = n_in + p->n_values + p->n_outputs + MAX_SEGMENTS + 2;
   kiln_engine_var **vars = kiln_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
   if (r) {
     r->plan = graph_plan_retain(p);
@@ -1074,24 +1367,30 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     for (int d = 0; d < out->ndim; d++) numel *= out->shape[d];
     graph_random_redraw(ps->op, a, (uint64_t)numel);
   }
-  int nr = 0, nw = 0;
-  for (int i = 0; st == KILN_OK && i < n_in; i++) vars[nr++] = r->inputs[i]->storage->var;
-  for (int v = 0; st == KILN_OK && v < p->n_values; v++)
-    if (p->values[v].kind == VAL_BOUND) vars[nr++] = p->values[v].bound->storage->var;
-  kiln_engine_var **writes = vars + nr;
-  for (int k = 0; st == KILN_OK && k < p->n_outputs; k++) writes[nw++] = r->outputs[k]->storage->var;
-  writes[nw++] = p->arena_var;
   /* The caller's handles, taken before the push: the run may finish and
    * release its own at once. */
   for (int k = 0; st == KILN_OK && k < p->n_outputs; k++) outputs[k] = kiln_tensor_retain(r->outputs[k]);
-  if (st == KILN_OK) st = kiln_engine_push(p->engine, run_plan, free_run, r, vars, nr, writes, nw, "plan", 0);
+  if (st == KILN_OK && p->n_segments == 1) {
+    int nr = 0, nw = 0;
+    for (int i = 0; i < n_in; i++) vars[nr++] = r->inputs[i]->storage->var;
+    for (int v = 0; v < p->n_values; v++)
+      if (p->values[v].kind == VAL_BOUND) vars[nr++] = p->values[v].bound->storage->var;
+    kiln_engine_var **writes = vars + nr;
+    for (int k = 0; k < p->n_outputs; k++) writes[nw++] = r->outputs[k]->storage->var;
+    writes[nw++] = p->arena_var;
+    st = kiln_engine_push(p->engine, run_plan, free_run, r, vars, nr, writes, nw, "plan", 0);
+  } else if (st == KILN_OK) {
+    bool handed_off = false; /* to the segments, which free it */
+    st = push_segments(p, r, vars, &handed_off);
+    if (handed_off) r = NULL;
+  }
   kiln_free(vars);
   if (st != KILN_OK) {
     for (int k = 0; k < p->n_outputs; k++) {
       kiln_tensor_release(outputs[k]);
       outputs[k] = NULL;
     }
-    free_run(r);
+    if (r) free_run(r);
     return st;
   }
   for (int k = 0; k < p->n_outputs; k++) outputs[k] = tensor_autorelease(outputs[k]);
@@ -1158,8 +1457,8 @@ kiln_status kiln_plan_dump(const kiln_plan *p, FILE *f, bool dot) {
   if (!p || !f) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_dump: plan or file is NULL");
   if (dot) fprintf(f, "digraph plan {\n  node [shape=box, fontname=monospace];\n");
   else
-    fprintf(f, "plan: %d steps, %d values, arena %zu bytes (%lld without reuse)\n", p->n_steps, p->n_values,
-            p->arena_bytes, (long long)p->stats.unplanned_bytes);
+    fprintf(f, "plan: %d steps, %d values, arena %zu bytes (%lld without reuse), %d segment%s\n", p->n_steps,
+            p->n_values, p->arena_bytes, (long long)p->stats.unplanned_bytes, p->n_segments, p->n_segments == 1 ? "" : "s");
   for (int s = 0; s < p->n_steps; s++) {
     const plan_step *st = &p->steps[s];
     const kiln_op_def *def = kiln_op_get(st->op);
@@ -1171,6 +1470,7 @@ kiln_status kiln_plan_dump(const kiln_plan *p, FILE *f, bool dot) {
             if (p->steps[t].out[o] == root_of(p, st->in[k])) fprintf(f, "  s%d -> s%d;\n", t, s);
       continue;
     }
+    if (p->n_segments > 1) fprintf(f, "[%d] ", p->segment_of[s]);
     fprintf(f, "%3d %s", s, st->fused ? "fused" : def->name);
     for (int k = 0; st->fused && k < st->fused->n_instr; k++)
       fprintf(f, "%s%s", k ? ", " : " [", kiln_op_get((kiln_op_id)st->fused->instr[k].tag)->name);
