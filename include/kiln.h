@@ -535,7 +535,11 @@ typedef struct kiln_plan kiln_plan;
 KILN_API kiln_graph *kiln_graph_new(void);
 KILN_API kiln_graph *kiln_graph_retain(kiln_graph *g);
 KILN_API void kiln_graph_release(kiln_graph *g); /* symbolic tensors keep their graph alive */
-/* An input named name (unique in g); the plan's inputs are in this order. */
+/* An input named name (unique in g); the plan's inputs are in this order.
+ * A dim of -1 is unknown: the graph is built with 1 there, and a run with
+ * another size rebuilds the graph for it (each op's checks and inference
+ * again, so an op that fixed the size when it was built fails, named)
+ * and compiles it once for later runs of that size. */
 KILN_API kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, int ndim, const int64_t *shape);
 
 /* The passes, each on by default; KILN_DISABLE_PASSES (a list of the

@@ -374,6 +374,50 @@ static void parallel_branches(void **state) {
   kiln_scope_end();
 }
 
+/* Unknown dims (-1): the graph is built with 1 there, and a run with
+ * other sizes rebuilds it for them (each op's inference again) and
+ * compiles that once. */
+static void unknown_dims(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  kiln_tensor *w = tu_random(KILN_F32, 2, TU_SHAPE(10, 12), 1, -0.5, 0.5), *b = tu_random(KILN_F32, 1, TU_SHAPE(10), 2, -0.5, 0.5);
+  kiln_graph *g = kiln_graph_new();
+  kiln_tensor *x = kiln_graph_input(g, "x", KILN_F32, 3, TU_SHAPE(-1, 3, 4));
+  kiln_tensor *y = kiln_softmax(kiln_linear_act(kiln_reshape(x, 2, TU_SHAPE(-1, 12)), w, b, KILN_ACT_TANH), -1);
+  /* An op that fixed the batch as it was built: it holds for 1 only. */
+  kiln_tensor *pinned = kiln_reshape(x, 2, TU_SHAPE(1, 12));
+  kiln_plan *p = kiln_graph_compile(g, 1, &y, NULL), *q = kiln_graph_compile(g, 1, &pinned, NULL);
+  assert_non_null(p);
+  assert_non_null(q);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  assert_int_equal(kiln_graph_dump(g, f, false), KILN_OK);
+  fclose(f);
+  assert_non_null(strstr(text, "#0 input 'x' -> float32 [?, 3, 4]"));
+  free(text);
+  const int64_t batches[] = {1, 5, 37, 5, 0};
+  for (size_t i = 0; i < sizeof batches / sizeof *batches; i++) {
+    kiln_tensor *xv = tu_random(KILN_F32, 3, TU_SHAPE(batches[i], 3, 4), 10 + i, -1, 1), *got;
+    if (kiln_plan_run(p, 1, &xv, &got) != KILN_OK) fail_msg("batch %lld: %s", (long long)batches[i], kiln_last_error());
+    kiln_tensor *want = kiln_softmax(kiln_linear_act(kiln_reshape(xv, 2, TU_SHAPE(-1, 12)), w, b, KILN_ACT_TANH), -1);
+    assert_int_equal(kiln_tensor_shape(got)[0], batches[i]);
+    assert_true(tu_close("unknown batch", got, want, 0, 0));
+    assert_int_equal(kiln_plan_check(p, 1, &xv, 0, 0), KILN_OK);
+  }
+  kiln_tensor *odd = tu_random(KILN_F32, 3, TU_SHAPE(5, 3, 5), 3, -1, 1), *got;
+  assert_int_equal(kiln_plan_run(p, 1, &odd, &got), KILN_ERR_SHAPE);
+  assert_non_null(strstr(kiln_last_error(), "input 'x' must be float32 [?, 3, 4], got float32 [5, 3, 5]"));
+  kiln_tensor *five = tu_random(KILN_F32, 3, TU_SHAPE(5, 3, 4), 4, -1, 1);
+  assert_int_equal(kiln_plan_run(q, 1, &five, &got), KILN_ERR_SHAPE);
+  assert_non_null(strstr(kiln_last_error(), "reshape"));
+  assert_null(got);
+  kiln_plan_free(p);
+  kiln_plan_free(q);
+  kiln_graph_release(g);
+  kiln_scope_end();
+}
+
 static void bound_tensors_are_read_at_each_run(void **state) {
   (void)state;
   kiln_scope_begin();
@@ -457,6 +501,7 @@ int main(void) {
       cmocka_unit_test(fusion_merges_chains),
       cmocka_unit_test(cuts_and_prefixes),
       cmocka_unit_test(parallel_branches),
+      cmocka_unit_test(unknown_dims),
       cmocka_unit_test(bound_tensors_are_read_at_each_run),
       cmocka_unit_test(errors_name_the_op),
   };

@@ -26,10 +26,15 @@ const char *kiln_status_str(kiln_status s) {
 }
 
 static _Thread_local char last_error[KILN_ERROR_MAX];
+static _Thread_local kiln_status last_status;
 
 const char *kiln_last_error(void) { return last_error; }
+kiln_status kiln_error_status(void) { return last_status; }
 
-void kiln_error_clear(void) { last_error[0] = '\0'; }
+void kiln_error_clear(void) {
+  last_error[0] = '\0';
+  last_status = KILN_OK;
+}
 
 kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap) {
   /* Through a local buffer, so kiln_last_error() may be one of the
@@ -37,6 +42,7 @@ kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap) {
   char msg[KILN_ERROR_MAX];
   vsnprintf(msg, sizeof msg, fmt, ap);
   memcpy(last_error, msg, sizeof msg);
+  last_status = status;
   return status;
 }
 

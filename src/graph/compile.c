@@ -13,6 +13,7 @@
  * engine op reading the inputs and bound tensors and writing the outputs
  * and the arena: no dispatch, no allocation but the outputs. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,16 @@ typedef struct {
 
 enum { MAX_SEGMENTS = 64 }; /* a reach set is one word */
 
+/* The plan for inputs of other sizes where the graph has unknown dims:
+ * the graph rebuilt for them and compiled (the cache is small; least
+ * recently used goes). */
+enum { MAX_VARIANTS = 8 };
+typedef struct {
+  int64_t (*shapes)[KILN_MAX_DIMS]; /* per input */
+  kiln_plan *plan;
+  uint64_t last_use;
+} plan_variant;
+
 struct kiln_plan {
   atomic_long refs; /* the caller's, and tape nodes' (graph_plan_retain) */
   kiln_compile_options opts;
@@ -77,6 +88,11 @@ struct kiln_plan {
   plan_segment *segments;
   int *segment_of;        /* per step */
   uint64_t *reach;        /* per segment: the segments it runs after, transitively */
+  bool polymorphic;       /* an input has unknown dims */
+  pthread_mutex_t variant_lock;
+  plan_variant variants[MAX_VARIANTS];
+  int n_variants;
+  uint64_t variant_clock;
   kiln_plan_stats stats;
 };
 
@@ -883,6 +899,11 @@ void kiln_plan_free(kiln_plan *p) {
   for (int g = 0; g < p->n_segments; g++)
     if (p->segments[g].var) kiln_engine_delete_var(p->engine, p->segments[g].var, NULL, NULL);
   free_segments(p);
+  for (int i = 0; i < p->n_variants; i++) {
+    kiln_plan_free(p->variants[i].plan);
+    kiln_free(p->variants[i].shapes);
+  }
+  pthread_mutex_destroy(&p->variant_lock);
   kiln_free(p->arena);
   for (int v = 0; v < p->n_values; v++) kiln_tensor_release(p->values[v].bound);
   for (int s = 0; s < p->n_steps; s++) {
@@ -929,9 +950,21 @@ kiln_plan *kiln_graph_compile(kiln_graph *g, int n_out, kiln_tensor *const *outp
 kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph_ref *out_refs, int n_cut,
                               const graph_ref *cut, const kiln_compile_options *o) {
   kiln_plan *p = kiln_calloc(1, sizeof *p);
-  if (p) atomic_init(&p->refs, 1);
+  if (p) {
+    atomic_init(&p->refs, 1);
+    pthread_mutex_init(&p->variant_lock, NULL);
+  }
   int n = n_nodes, n_graph_inputs = 0;
-  for (int i = 0; i < n; i++) n_graph_inputs += g->nodes[i].kind == GRAPH_INPUT;
+  bool polymorphic = false;
+  for (int i = 0; i < n; i++) {
+    n_graph_inputs += g->nodes[i].kind == GRAPH_INPUT;
+    polymorphic = polymorphic || (g->nodes[i].kind == GRAPH_INPUT && g->nodes[i].unknown);
+  }
+  if (polymorphic && n_cut) {
+    kiln_plan_free(p);
+    kiln_errorf(KILN_ERR_UNSUPPORTED, "kiln_graph_compile: a cut in a graph with unknown dims");
+    return NULL;
+  }
   pass_state s = {g, n, kiln_alloc(sizeof(graph_ref) * (size_t)n), kiln_alloc(sizeof(int) * (size_t)n),
                   kiln_calloc((size_t)n, sizeof(kiln_tensor *)), kiln_calloc((size_t)n, sizeof(bool)),
                   kiln_calloc((size_t)n + 1, sizeof(bool))};
@@ -945,6 +978,7 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
   p->opts = o ? *o : kiln_compile_options_default();
   p->graph = kiln_graph_retain(g);
   p->n_nodes = n;
+  p->polymorphic = polymorphic;
   p->engine = kiln_default_engine();
   for (int i = 0; i < n; i++) s.forward[i] = (graph_ref){-1, 0}, s.same_as[i] = i, value_of[i] = -1;
   p->stats.nodes_before = n;
@@ -1295,12 +1329,75 @@ static kiln_status push_segments(kiln_plan *p, plan_run *r, kiln_engine_var **va
   return st;
 }
 
+/* An input's shape, "?" for its unknown dims. */
+static void input_shape_str(const graph_node *node, const kiln_out_desc *d, char *buf, size_t cap) {
+  size_t used = (size_t)snprintf(buf, cap, "[");
+  for (int k = 0; k < d->ndim && used < cap; k++) {
+    if (node->kind == GRAPH_INPUT && (node->unknown & (1u << k)))
+      used += (size_t)snprintf(buf + used, cap - used, "%s?", k ? ", " : "");
+    else
+      used += (size_t)snprintf(buf + used, cap - used, "%s%lld", k ? ", " : "", (long long)d->shape[k]);
+  }
+  if (used < cap) snprintf(buf + used, cap - used, "]");
+}
+
+/* The plan for these input sizes (a retained reference), compiled from
+ * the graph rebuilt for them on first use; NULL + kiln_last_error when the
+ * graph does not hold for them. */
+static kiln_plan *plan_variant_for(kiln_plan *p, kiln_tensor *const *inputs) {
+  pthread_mutex_lock(&p->variant_lock);
+  kiln_plan *found = NULL;
+  for (int i = 0; i < p->n_variants && !found; i++) {
+    bool same = true;
+    for (int k = 0; same && k < p->n_inputs; k++)
+      same = !memcmp(p->variants[i].shapes[k], inputs[k]->shape, sizeof(int64_t) * (size_t)inputs[k]->ndim);
+    if (same) {
+      p->variants[i].last_use = ++p->variant_clock;
+      found = graph_plan_retain(p->variants[i].plan);
+    }
+  }
+  if (found) {
+    pthread_mutex_unlock(&p->variant_lock);
+    return found;
+  }
+  int *map = kiln_alloc(sizeof(int) * ((size_t)p->n_nodes + 1));
+  graph_ref *refs = kiln_alloc(sizeof(graph_ref) * ((size_t)p->n_outputs + 1));
+  int64_t(*shapes)[KILN_MAX_DIMS] = kiln_calloc((size_t)p->n_inputs + 1, sizeof *shapes);
+  kiln_graph *h = map && refs && shapes ? graph_specialize(p->graph, p->n_nodes, inputs, p->n_outputs, p->output_refs, map) : NULL;
+  if (!map || !refs || !shapes) kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  if (h) {
+    for (int k = 0; k < p->n_outputs; k++) refs[k] = (graph_ref){map[p->output_refs[k].node], p->output_refs[k].index};
+    found = graph_compile_refs(h, h->n, p->n_outputs, refs, 0, NULL, &p->opts);
+    kiln_graph_release(h);
+  }
+  if (found) {
+    for (int k = 0; k < p->n_inputs; k++) memcpy(shapes[k], inputs[k]->shape, sizeof(int64_t) * (size_t)inputs[k]->ndim);
+    int slot = p->n_variants;
+    if (slot == MAX_VARIANTS) {
+      slot = 0;
+      for (int i = 1; i < p->n_variants; i++)
+        if (p->variants[i].last_use < p->variants[slot].last_use) slot = i;
+      kiln_plan_free(p->variants[slot].plan); /* runs in flight hold their own reference */
+      kiln_free(p->variants[slot].shapes);
+    } else {
+      p->n_variants++;
+    }
+    p->variants[slot] = (plan_variant){shapes, found, ++p->variant_clock};
+    shapes = NULL;
+    graph_plan_retain(found);
+  }
+  pthread_mutex_unlock(&p->variant_lock);
+  kiln_free(map), kiln_free(refs), kiln_free(shapes);
+  return found;
+}
+
 kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, kiln_tensor **outputs) {
   if (!p || !outputs || (n_in && !inputs))
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: plan, inputs or outputs is NULL");
   for (int k = 0; k < p->n_outputs; k++) outputs[k] = NULL;
   if (n_in != p->n_inputs)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: the plan takes %d inputs, got %d", p->n_inputs, n_in);
+  bool other_sizes = false;
   for (int i = 0; i < n_in; i++) {
     graph_ref ref = p->input_refs[i];
     const graph_node *node = &p->graph->nodes[ref.node];
@@ -1311,12 +1408,30 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     const kiln_tensor *t = inputs[i];
     if (!t || t->sym) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is %s", name, t ? "symbolic" : "NULL");
     if (tensor_failed(t)) return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", name, t->error);
-    if (t->dtype != want->dtype || t->ndim != want->ndim || memcmp(t->shape, want->shape, sizeof(int64_t) * (size_t)t->ndim)) {
-      char ws[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
-      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", name,
-                         kiln_dtype_name(want->dtype), kiln_shape_str(ws, sizeof ws, want->ndim, want->shape),
-                         kiln_dtype_name(t->dtype), kiln_shape_str(got, sizeof got, t->ndim, t->shape));
+    bool fits = t->dtype == want->dtype && t->ndim == want->ndim;
+    for (int d = 0; fits && d < t->ndim; d++) {
+      bool unknown = node->kind == GRAPH_INPUT && (node->unknown & (1u << d));
+      fits = unknown || t->shape[d] == want->shape[d];
+      other_sizes = other_sizes || t->shape[d] != want->shape[d];
     }
+    if (!fits) {
+      char ws[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
+      input_shape_str(node, want, ws, sizeof ws);
+      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", name,
+                         kiln_dtype_name(want->dtype), ws, kiln_dtype_name(t->dtype),
+                         kiln_shape_str(got, sizeof got, t->ndim, t->shape));
+    }
+  }
+  if (other_sizes) {
+    /* Unknown dims of other sizes than the graph was built with. */
+    kiln_plan *v = plan_variant_for(p, inputs);
+    if (!v) {
+      for (int k = 0; k < p->n_outputs; k++) outputs[k] = NULL;
+      return kiln_errorf(kiln_error_status(), "kiln_plan_run: %s", kiln_last_error());
+    }
+    kiln_status st = kiln_plan_run(v, n_in, inputs, outputs);
+    kiln_plan_free(v);
+    return st;
   }
   plan_run *r = kiln_calloc(1, sizeof *r);
   int n_vars = n_in + p->n_values + p->n_outputs + MAX_SEGMENTS + 2;
@@ -1440,6 +1555,12 @@ kiln_status kiln_graph_dump(const kiln_graph *g, FILE *f, bool dot) {
     }
     for (int k = 0; k < n->n_out; k++) {
       fprintf(f, k ? ", " : " -> ");
+      if (n->kind == GRAPH_INPUT && n->unknown) {
+        char buf[KILN_SHAPE_STR_MAX];
+        input_shape_str(n, &n->out[0], buf, sizeof buf);
+        fprintf(f, "%s %s", kiln_dtype_name(n->out[0].dtype), buf);
+        continue;
+      }
       print_desc(f, n->out[k].dtype, n->out[k].ndim, n->out[k].shape);
     }
     fputc('\n', f);
@@ -1525,6 +1646,17 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
   if (!p || (n_in && !inputs) || n_in != p->n_inputs)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_check: the plan takes %d inputs, got %d", p ? p->n_inputs : 0,
                        n_in);
+  for (int i = 0; p->polymorphic && i < n_in; i++) {
+    const kiln_out_desc *want = &p->graph->nodes[p->input_refs[i].node].out[0];
+    if (!inputs[i] || inputs[i]->ndim != want->ndim) continue; /* the run below says what is wrong */
+    if (memcmp(inputs[i]->shape, want->shape, sizeof(int64_t) * (size_t)want->ndim)) {
+      kiln_plan *v = plan_variant_for(p, inputs);
+      if (!v) return kiln_errorf(kiln_error_status(), "kiln_plan_check: %s", kiln_last_error());
+      kiln_status st = kiln_plan_check(v, n_in, inputs, rtol, atol);
+      kiln_plan_free(v);
+      return st;
+    }
+  }
   const kiln_graph *g = p->graph;
   /* The graph as traced, node by node, eagerly: the reference. */
   kiln_tensor **eager = kiln_calloc((size_t)p->n_nodes * 64 + 1, sizeof(kiln_tensor *));

@@ -118,17 +118,25 @@ kiln_tensor *kiln_graph_input(kiln_graph *g, const char *name, kiln_dtype dt, in
   for (int i = 0; i < g->n; i++)
     if (g->nodes[i].kind == GRAPH_INPUT && !strcmp(g->nodes[i].name, name))
       return kiln_failed(KILN_ERR_INVALID_ARGUMENT, "kiln_graph_input: the graph already has an input '%s'", name);
-  int64_t numel;
-  kiln_status st = tensor_checked_numel("kiln_graph_input", dt, ndim, shape, &numel);
+  /* An unknown dim (-1) is built with 1; runs with other sizes rebuild
+   * the graph for them (graph_specialize). */
+  int64_t example[KILN_MAX_DIMS], numel;
+  unsigned unknown = 0;
+  for (int d = 0; d < ndim; d++) {
+    example[d] = shape[d] == -1 ? 1 : shape[d];
+    if (shape[d] == -1) unknown |= 1u << d;
+  }
+  kiln_status st = tensor_checked_numel("kiln_graph_input", dt, ndim, example, &numel);
   if (st != KILN_OK) return kiln_failed(st, "%s", kiln_last_error());
   int id = add_node(g, GRAPH_INPUT, 0, 1);
   char *copy = id >= 0 ? kiln_strdup(name) : NULL;
   if (!copy) return kiln_failed(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_input: out of memory");
   graph_node *n = &g->nodes[id];
   n->name = copy;
+  n->unknown = unknown;
   n->out[0].dtype = dt;
   n->out[0].ndim = ndim;
-  if (ndim) memcpy(n->out[0].shape, shape, sizeof(int64_t) * (size_t)ndim);
+  if (ndim) memcpy(n->out[0].shape, example, sizeof(int64_t) * (size_t)ndim);
   g->n_inputs++;
   return tensor_autorelease(symbolic(g, id, 0));
 }
@@ -217,6 +225,72 @@ kiln_status graph_record(kiln_op_id id, int n_in, kiln_tensor *const *in, const 
   memcpy(n->out, desc, sizeof(kiln_out_desc) * (size_t)n_out);
   for (int k = 0; k < n_out; k++) out[k] = symbolic(g, node, k);
   return KILN_OK;
+}
+
+kiln_graph *graph_specialize(kiln_graph *g, int n_nodes, kiln_tensor *const *inputs, int n_out, const graph_ref *outputs,
+                             int *map) {
+  kiln_graph *h = kiln_graph_new();
+  int *first = kiln_alloc(sizeof(int) * ((size_t)n_nodes + 1)), total = 0;
+  for (int i = 0; first && i < n_nodes; i++) first[i] = total, total += g->nodes[i].n_out;
+  kiln_tensor **val = kiln_calloc((size_t)total + 1, sizeof(kiln_tensor *));
+  bool *needed = kiln_calloc((size_t)n_nodes + 1, sizeof(bool));
+  if (!h || !first || !val || !needed) {
+    kiln_graph_release(h), kiln_free(first), kiln_free(val), kiln_free(needed);
+    kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory rebuilding a graph");
+    return NULL;
+  }
+  /* What the outputs need (nodes are in topological order), and the
+   * inputs, which every run passes. */
+  for (int k = 0; k < n_out; k++) needed[outputs[k].node] = true;
+  for (int i = n_nodes - 1; i >= 0; i--) {
+    const graph_node *n = &g->nodes[i];
+    needed[i] = needed[i] || n->kind == GRAPH_INPUT;
+    for (int k = 0; needed[i] && k < n->n_in; k++) needed[n->in[k].node] = true;
+  }
+  /* Every op records, even one on parameters alone, as under the trace
+   * that built g; nothing is taped. */
+  kiln_graph *outer = graph_trace_suspend();
+  kiln_pause_begin();
+  graph_trace_begin(h);
+  kiln_scope_begin();
+  kiln_status st = KILN_OK;
+  int input = 0;
+  for (int i = 0; i < n_nodes && st == KILN_OK; i++) {
+    const graph_node *n = &g->nodes[i];
+    map[i] = -1;
+    if (!needed[i]) continue;
+    if (n->kind == GRAPH_INPUT) {
+      const kiln_tensor *t = inputs[input++];
+      val[first[i]] = kiln_tensor_retain(kiln_graph_input(h, n->name, n->out[0].dtype, t->ndim, t->shape));
+      st = kiln_tensor_status(val[first[i]]);
+      map[i] = graph_ref_of(val[first[i]], NULL, NULL);
+    } else if (n->kind == GRAPH_BOUND) {
+      val[first[i]] = kiln_tensor_retain(n->bound);
+      map[i] = bind(h, n->bound);
+      if (map[i] < 0) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory rebuilding a graph");
+    } else {
+      kiln_tensor *in[64];
+      for (int k = 0; k < n->n_in && k < 64; k++) in[k] = val[first[n->in[k].node] + n->in[k].index];
+      st = kiln_dispatch_owned(n->op, n->n_in, in, n->attrs, n->n_out, &val[first[i]]);
+      if (st != KILN_OK) {
+        char label[96];
+        graph_node_label(g, i, label, sizeof label);
+        st = kiln_errorf(st, "node %s: %s", label, kiln_last_error());
+      }
+      map[i] = st == KILN_OK ? graph_ref_of(val[first[i]], NULL, NULL) : -1;
+    }
+  }
+  kiln_scope_end();
+  graph_trace_end();
+  kiln_pause_end();
+  graph_trace_resume(outer);
+  for (int v = 0; v < total; v++) kiln_tensor_release(val[v]);
+  kiln_free(first), kiln_free(val), kiln_free(needed);
+  if (st != KILN_OK) {
+    kiln_graph_release(h);
+    return NULL;
+  }
+  return h;
 }
 
 /* ------------------------------------------------------------ dumps */

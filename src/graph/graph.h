@@ -28,6 +28,7 @@ typedef struct {
   graph_ref *in;
   kiln_out_desc *out; /* dtype and shape; views' strides and offset */
   char *name;         /* GRAPH_INPUT */
+  unsigned unknown;   /* GRAPH_INPUT: bit d set when dim d is unknown (the graph is built with 1 there) */
   kiln_tensor *bound; /* GRAPH_BOUND: retained */
 } graph_node;
 
@@ -85,6 +86,15 @@ kiln_status graph_gradients(kiln_graph *g, kiln_tensor *y, kiln_tensor *head, in
  * takes what the forward run saved instead of recomputing it). */
 kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph_ref *outputs, int n_cut,
                               const graph_ref *cut, const kiln_compile_options *o);
+
+/* What g's first n_nodes nodes compute for outputs, built again into a
+ * new graph with g's inputs shaped like inputs[i] (one per GRAPH_INPUT, in
+ * order): every op's inference runs anew, so a shape the graph cannot
+ * take fails here with the node named. map[i] is old node i's node in the
+ * new graph (-1 for a node the outputs do not need). NULL +
+ * kiln_last_error on failure. */
+kiln_graph *graph_specialize(kiln_graph *g, int n_nodes, kiln_tensor *const *inputs, int n_out, const graph_ref *outputs,
+                             int *map);
 
 /* Another reference to a plan (kiln_plan_free drops one). */
 kiln_plan *graph_plan_retain(kiln_plan *p);

@@ -86,7 +86,8 @@ static kiln_tensor *dense_forward(kiln_block *self, int n, kiln_tensor *const *i
     int64_t batch = kiln_tensor_dim(x, 0);
     in_units = 1;
     for (int d = 1; d < ndim; d++) in_units *= kiln_tensor_dim(x, d);
-    if (ndim != 2) x = kiln_reshape(x, 2, (int64_t[]){batch, in_units});
+    /* -1, not the batch: a traced graph then holds for any batch size. */
+    if (ndim != 2) x = kiln_reshape(x, 2, (int64_t[]){in_units ? -1 : batch, in_units});
   }
   kiln_tensor *w = kiln_block_param_for(self, "weight", 2, (int64_t[]){p->units, in_units});
   kiln_tensor *b = p->use_bias ? kiln_block_param_for(self, "bias", 1, &p->units) : NULL;
@@ -199,7 +200,7 @@ static kiln_tensor *flatten_forward(kiln_block *self, int n, kiln_tensor *const 
   if (ndim < 1) return kiln_failed(KILN_ERR_SHAPE, "Flatten: a 0-d input has no batch dim");
   int64_t rest = 1;
   for (int d = 1; d < ndim; d++) rest *= kiln_tensor_dim(x, d);
-  return kiln_reshape(x, 2, (int64_t[]){kiln_tensor_dim(x, 0), rest});
+  return kiln_reshape(x, 2, (int64_t[]){rest ? -1 : kiln_tensor_dim(x, 0), rest}); /* any batch, as in Dense */
 }
 
 kiln_block *kiln_nn_flatten(void) { return layer("Flatten", flatten_forward, NULL, 0); }
