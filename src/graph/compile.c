@@ -278,6 +278,34 @@ static int fold(pass_state *s) {
   return folded;
 }
 
+/* The graph verifier, after each pass: a value replaced by another is
+ * replaced by an earlier one (so the graph stays acyclic) of the same
+ * dtype and shape, and a folded constant has its node's dtype and shape. */
+static kiln_status verify_pass(const pass_state *s, const char *pass) {
+  for (int i = 0; i < s->n; i++) {
+    const graph_node *n = node_at(s, i);
+    for (int k = 0; k < n->n_out; k++) {
+      graph_ref r = resolve(s, (graph_ref){i, k});
+      const kiln_out_desc *was = &n->out[k], *now = &node_at(s, r.node)->out[r.index];
+      if (r.node > i || (r.node == i && r.index != k) || !same_desc(was, now)) {
+        char a[96], b[96];
+        graph_node_label(s->g, i, a, sizeof a);
+        graph_node_label(s->g, r.node, b, sizeof b);
+        return kiln_errorf(KILN_ERR_INTERNAL, "graph verifier after %s: %s output %d became %s output %d, %s", pass, a, k, b,
+                           r.index, r.node > i ? "a later node" : "of another dtype or shape");
+      }
+    }
+    const kiln_tensor *c = s->folded[i];
+    if (c && (c->dtype != n->out[0].dtype || c->ndim != n->out[0].ndim ||
+              memcmp(c->shape, n->out[0].shape, sizeof(int64_t) * (size_t)c->ndim))) {
+      char a[96];
+      graph_node_label(s->g, i, a, sizeof a);
+      return kiln_errorf(KILN_ERR_INTERNAL, "graph verifier after %s: %s folded to a constant of another dtype or shape", pass, a);
+    }
+  }
+  return KILN_OK;
+}
+
 static void mark_live(pass_state *s, graph_ref r) {
   r = resolve(s, r);
   if (s->live[r.node]) return;
@@ -865,16 +893,16 @@ static kiln_status verify(const kiln_plan *p) {
       ready[ps->out[k]] = true;
     }
   }
-  /* The schedule: every step in one segment, after the steps it reads,
-   * in its own segment or in one it waits for. */
-  int *producer = st == KILN_OK ? kiln_alloc(sizeof(int) * ((size_t)p->n_values + 1)) : NULL;
-  if (st == KILN_OK && !producer) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "plan verifier: out of memory");
+  /* The schedule (once made): every step in one segment, after the steps
+   * it reads, in its own segment or in one it waits for. */
+  int *producer = st == KILN_OK && p->n_segments ? kiln_alloc(sizeof(int) * ((size_t)p->n_values + 1)) : NULL;
+  if (st == KILN_OK && p->n_segments && !producer) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "plan verifier: out of memory");
   for (int v = 0; producer && v < p->n_values; v++) producer[v] = -1;
   int placed = 0;
   for (int g = 0; g < p->n_segments; g++) placed += p->segments[g].n_steps;
-  if (st == KILN_OK && placed != p->n_steps)
+  if (st == KILN_OK && producer && placed != p->n_steps)
     st = kiln_errorf(KILN_ERR_INTERNAL, "plan verifier: %d steps in segments, the plan has %d", placed, p->n_steps);
-  for (int s = 0; s < p->n_steps && st == KILN_OK; s++) {
+  for (int s = 0; producer && s < p->n_steps && st == KILN_OK; s++) {
     const plan_step *ps = &p->steps[s];
     int g = p->segment_of[s];
     for (int k = 0; k < ps->n_in && st == KILN_OK; k++) {
@@ -982,9 +1010,18 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
   p->engine = kiln_default_engine();
   for (int i = 0; i < n; i++) s.forward[i] = (graph_ref){-1, 0}, s.same_as[i] = i, value_of[i] = -1;
   p->stats.nodes_before = n;
+#ifndef NDEBUG
+  const bool verify_always = true;
+#else
+  const bool verify_always = false;
+#endif
+  bool check = verify_always || p->opts.verify;
   if (p->opts.simplify) p->stats.simplified = simplify(&s);
+  if (check && p->opts.simplify && (st = verify_pass(&s, "simplify")) != KILN_OK) goto done;
   if (p->opts.cse) p->stats.merged = cse(&s);
+  if (check && p->opts.cse && (st = verify_pass(&s, "cse")) != KILN_OK) goto done;
   if (p->opts.fold) p->stats.folded = fold(&s);
+  if (check && p->opts.fold && (st = verify_pass(&s, "fold")) != KILN_OK) goto done;
   /* A cut value computed by an op of its own becomes an input; one that
    * resolved to an input, a parameter or a constant needs nothing. */
   for (int j = 0; j < n_cut; j++) {
@@ -1128,16 +1165,13 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
     else p->values[v].index = n_graph_inputs + j;
   }
   p->n_inputs = n_graph_inputs + n_cut;
-#ifndef NDEBUG
-  const bool verify_always = true;
-#else
-  const bool verify_always = false;
-#endif
+  /* The plan verifier after layout (dce's outcome), fusion and the schedule. */
+  if (st == KILN_OK && check) st = verify(p);
   if (st == KILN_OK && p->opts.fuse && !p->opts.reference_kernels) st = fuse(p); /* reference runs each op as defined */
   p->stats.steps = p->n_steps;
   p->stats.segments = 1;
   if (st == KILN_OK) st = schedule(p);
-  if (st == KILN_OK && (verify_always || p->opts.verify)) st = verify(p);
+  if (st == KILN_OK && check) st = verify(p);
   if (st == KILN_OK) st = plan_memory(p);
   if (st == KILN_OK && p->arena_bytes) {
     p->arena = kiln_alloc(p->arena_bytes);
