@@ -1507,6 +1507,63 @@ static int run_priorities(const int *prio, int n, int *order) {
 }
 
 /* The expected order: by priority, highest first; ties in push order. */
+/* ------------------------------------------------------------ back-pressure */
+
+typedef struct {
+  kiln_engine *e;
+  kiln_engine_var *v;
+  atomic_int pushed, ran;
+} flood;
+
+static kiln_status gated(void *data) { return gate_pass(data, 10000) ? KILN_OK : kiln_errorf(KILN_ERR_INTERNAL, "gate timed out"); }
+static kiln_status flood_op(void *data) {
+  atomic_fetch_add(&((flood *)data)->ran, 1);
+  return KILN_OK;
+}
+
+static void *flood_main(void *arg) {
+  flood *f = arg;
+  for (int i = 0; i < 1000; i++) {
+    if (kiln_engine_push(f->e, flood_op, NULL, f, &f->v, 1, NULL, 0, "flood", 0) != KILN_OK) break;
+    atomic_fetch_add(&f->pushed, 1);
+  }
+  return NULL;
+}
+
+/* A thread that pushes far ahead of the workers waits: with the worker held
+ * by an op that the 1 000 pushed ops all read after, the pusher stops at
+ * the bound (256 pending, engine.c's MAX_AHEAD) instead of queueing all of
+ * them; once the work moves, it goes on and every op runs. */
+static void pushes_wait_when_far_ahead(void **s) {
+  (void)s;
+  begin(__func__);
+  for (int ci = 0; ci < N_CONFIGS; ci++) {
+    const config *c = &configs[ci];
+    if (c->mode == KILN_ENGINE_NAIVE) continue; /* the pusher runs each op itself */
+    kiln_engine *e = engine_new(c->mode, c->workers);
+    gate g;
+    gate_init(&g);
+    flood f = {.e = e, .v = var_new(e)};
+    atomic_init(&f.pushed, 0);
+    atomic_init(&f.ran, 0);
+    PUSH(e, gated, NULL, &g, NULL, 0, &f.v, 1, "gated", 0);
+    CHECK(gate_wait_entered(&g, 1, 5000), "%s: the gated op did not start", c->label);
+    pthread_t t;
+    pthread_create(&t, NULL, flood_main, &f);
+    sleep_us(200000);
+    int ahead = atomic_load(&f.pushed);
+    CHECK(ahead >= 200 && ahead <= 256, "%s: %d ops pushed while the worker was held, want 200-256", c->label, ahead);
+    gate_open(&g);
+    pthread_join(t, NULL);
+    CHECK_STATUS(kiln_engine_wait_all(e), KILN_OK, c->label);
+    CHECK(atomic_load(&f.pushed) == 1000 && atomic_load(&f.ran) == 1000, "%s: %d pushed, %d ran, want 1000", c->label,
+          atomic_load(&f.pushed), atomic_load(&f.ran));
+    kiln_engine_free(e);
+    gate_destroy(&g);
+  }
+  finish();
+}
+
 static void check_priority_order(const int *prio, int n, const char *label) {
   int got[16], want[16];
   int ran = run_priorities(prio, n, got);
@@ -1552,6 +1609,7 @@ int main(void) {
   if (filter && *filter) cmocka_set_test_filter(filter);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(read_after_write),
+      cmocka_unit_test(pushes_wait_when_far_ahead),
       cmocka_unit_test(wait_var_waits_for_the_write),
       cmocka_unit_test(write_after_read),
       cmocka_unit_test(write_after_write),

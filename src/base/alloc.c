@@ -78,6 +78,8 @@ static struct {
   pthread_mutex_t lock;
   void *ptr[CACHE_SLOTS];
   size_t size[CACHE_SLOTS];
+  uint64_t stamp[CACHE_SLOTS]; /* when it came in: the oldest goes first */
+  uint64_t clock;
   size_t total;
 } block_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -103,22 +105,40 @@ void *kiln_alloc_block(size_t size, size_t *actual) {
   return kiln_alloc(want);
 }
 
+/* A freed block goes into the cache, making room by freeing the blocks
+ * that came in first: a cache full of sizes no longer asked for (the last
+ * batch of an epoch, an evaluation's) would otherwise send every later
+ * block back to mmap, a page fault per page on each use. */
 void kiln_free_block(void *ptr, size_t size) {
   if (!ptr) return;
+  if (size != cache_round(size) || size > CACHE_MAX_TOTAL) {
+    kiln_free(ptr);
+    return;
+  }
+  void *evicted[CACHE_SLOTS];
+  int n_evicted = 0, slot = -1;
   pthread_mutex_lock(&block_cache.lock);
-  if (size == cache_round(size) && block_cache.total + size <= CACHE_MAX_TOTAL) {
+  for (;;) {
+    int oldest = -1;
+    slot = -1;
     for (int i = 0; i < CACHE_SLOTS; i++) {
       if (!block_cache.ptr[i]) {
-        block_cache.ptr[i] = ptr;
-        block_cache.size[i] = size;
-        block_cache.total += size;
-        pthread_mutex_unlock(&block_cache.lock);
-        return;
+        if (slot < 0) slot = i;
+      } else if (oldest < 0 || block_cache.stamp[i] < block_cache.stamp[oldest]) {
+        oldest = i;
       }
     }
+    if (slot >= 0 && block_cache.total + size <= CACHE_MAX_TOTAL) break;
+    evicted[n_evicted++] = block_cache.ptr[oldest];
+    block_cache.total -= block_cache.size[oldest];
+    block_cache.ptr[oldest] = NULL;
   }
+  block_cache.ptr[slot] = ptr;
+  block_cache.size[slot] = size;
+  block_cache.stamp[slot] = ++block_cache.clock;
+  block_cache.total += size;
   pthread_mutex_unlock(&block_cache.lock);
-  kiln_free(ptr);
+  for (int i = 0; i < n_evicted; i++) kiln_free(evicted[i]);
 }
 
 static void block_cache_flush(void) {

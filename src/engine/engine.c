@@ -91,6 +91,8 @@ struct kiln_engine {
   kiln_engine_mode mode;
   pthread_mutex_t lock;
   pthread_cond_t work_cv, done_cv;
+  pthread_cond_t room_cv; /* pending fell back to MAX_AHEAD / 2 */
+  int throttled;          /* pushers waiting for room */
   engine_op *ready_head, *ready_tail; /* priority > 0 ops go to the front */
   atomic_int ready_count;              /* length of that queue, for workers spinning unlocked */
   atomic_bool stopping;                /* shutting down: stop spinning */
@@ -114,6 +116,17 @@ struct kiln_engine {
  * waits it should catch, after small ops, last a few microseconds. */
 #define SPIN_NS 200000
 #define WAITER_SPIN_NS 20000
+
+/* Back-pressure: a thread that pushes while MAX_AHEAD ops are pending
+ * waits until half of them are done. Without it a training loop, which
+ * waits once per epoch, ran the whole epoch ahead of the workers and held
+ * every batch's tensors at once (the MLP example: no storage freed during
+ * an epoch, a page fault per page of every output, RSS growing with the
+ * epoch count). 256 ops are a few batches of a model: enough to keep the
+ * workers fed. Engine workers never wait (they are what makes room). */
+enum { MAX_AHEAD = 256 };
+
+static _Thread_local const kiln_engine *worker_of; /* the engine whose worker this thread is */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -341,8 +354,9 @@ static void run_op(kiln_engine *e, engine_op *op, int worker) {
  * next one. */
 static void retire_op(kiln_engine *e, engine_op *op) {
   op_free(e, op);
-  atomic_fetch_sub_explicit(&e->pending, 1, memory_order_release);
+  long long left = atomic_fetch_sub_explicit(&e->pending, 1, memory_order_release) - 1;
   if (e->waiters > 0) pthread_cond_broadcast(&e->done_cv);
+  if (e->throttled > 0 && left <= MAX_AHEAD / 2) pthread_cond_broadcast(&e->room_cv);
 }
 
 static engine_op *pop_ready(kiln_engine *e) {
@@ -378,6 +392,7 @@ static void *worker_main(void *arg) {
   int index = ((worker_arg *)arg)->index;
   pool_free(arg);
   engine_op *finished = NULL;
+  worker_of = e;
   pthread_mutex_lock(&e->lock);
   for (;;) {
     if (finished) retire_op(e, finished);
@@ -467,6 +482,7 @@ kiln_engine *kiln_engine_new(const kiln_engine_params *params) {
   pthread_mutex_init(&e->lock, NULL);
   pthread_cond_init(&e->work_cv, NULL);
   pthread_cond_init(&e->done_cv, NULL);
+  pthread_cond_init(&e->room_cv, NULL);
   if (workers > 0) {
     e->threads = calloc((size_t)workers, sizeof(pthread_t));
     if (!e->threads) {
@@ -524,6 +540,7 @@ void kiln_engine_free(kiln_engine *e) {
   }
   pthread_cond_destroy(&e->work_cv);
   pthread_cond_destroy(&e->done_cv);
+  pthread_cond_destroy(&e->room_cv);
   pthread_mutex_destroy(&e->lock);
   pool_free(e);
 }
@@ -634,6 +651,11 @@ kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(voi
   memcpy(op->vars + op->n_reads, wv, sizeof(kiln_engine_var *) * (size_t)nw);
   if (wv != w_tmp) pool_free(wv);
   attach(e, op);
+  if (e->mode == KILN_ENGINE_THREADED && worker_of != e && atomic_load(&e->pending) > MAX_AHEAD) {
+    e->throttled++;
+    while (atomic_load(&e->pending) > MAX_AHEAD / 2 && !e->shutdown) pthread_cond_wait(&e->room_cv, &e->lock);
+    e->throttled--;
+  }
   pthread_mutex_unlock(&e->lock);
   if (e->mode == KILN_ENGINE_NAIVE) drain_inline(e);
   return KILN_OK;

@@ -17,6 +17,9 @@
 typedef struct {
   int n;
   bool training, recording;
+  /* Recording: which inputs autograd tracks (backward computes their
+   * gradients; the others', a third of an MLP's backward, are skipped). */
+  bool input_grad[8];
   kiln_dtype dtype[8];
   int ndim[8];
   int64_t shape[8][KILN_MAX_DIMS];
@@ -133,7 +136,9 @@ static void log_line(struct hybrid_state *h, const char *fmt, ...) {
 }
 
 static bool same_signature(const signature *a, const signature *b) {
-  if (a->n != b->n || a->training != b->training || a->recording != b->recording) return false;
+  if (a->n != b->n || a->training != b->training || a->recording != b->recording ||
+      memcmp(a->input_grad, b->input_grad, sizeof a->input_grad))
+    return false;
   for (int i = 0; i < a->n; i++)
     if (a->dtype[i] != b->dtype[i] || a->ndim[i] != b->ndim[i] ||
         memcmp(a->shape[i], b->shape[i], sizeof(int64_t) * (size_t)a->ndim[i]))
@@ -156,6 +161,11 @@ static void trace_reason(const struct hybrid_state *h, const signature *s, char 
     snprintf(buf, cap, "%d inputs, were %d", s->n, p->n);
     return;
   }
+  for (int i = 0; i < s->n; i++)
+    if (p->input_grad[i] != s->input_grad[i]) {
+      snprintf(buf, cap, "input %d %s a gradient", i, s->input_grad[i] ? "now needs" : "no longer needs");
+      return;
+    }
   for (int i = 0; i < s->n; i++) {
     char was[KILN_SHAPE_STR_MAX], now[KILN_SHAPE_STR_MAX];
     if (p->dtype[i] != s->dtype[i] || p->ndim[i] != s->ndim[i] ||
@@ -182,7 +192,7 @@ static bool build_train_plan(struct hybrid_state *h, kiln_graph *g, kiln_tensor 
   enum { MAX_SRC = 8 + 256 };
   int src[MAX_SRC], n_src = 0;
   for (int i = 0; i < n; i++) {
-    e->input_grad[i] = kiln_tensor_dtype(ph[i]) == KILN_F32 || kiln_tensor_dtype(ph[i]) == KILN_F64;
+    e->input_grad[i] = e->sig.input_grad[i];
     if (e->input_grad[i]) src[n_src++] = graph_ref_of(ph[i], NULL, NULL);
   }
   int first_param = n_src;
@@ -319,6 +329,7 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
   for (int i = 0; i < n; i++) {
     if (kiln_tensor_failed(inputs[i])) return b->forward(b, n, inputs); /* passes the failure on */
     s.dtype[i] = kiln_tensor_dtype(inputs[i]);
+    s.input_grad[i] = s.recording && (s.dtype[i] == KILN_F32 || s.dtype[i] == KILN_F64) && autograd_wants(1, &inputs[i]);
     s.ndim[i] = kiln_tensor_ndim(inputs[i]);
     memcpy(s.shape[i], kiln_tensor_shape(inputs[i]), sizeof(int64_t) * (size_t)s.ndim[i]);
   }
