@@ -356,25 +356,27 @@ kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs) {
                h->traces, reason, b->type);
       return b->forward(b, n, inputs);
     }
-    if (!entry.plan) {
+    if (!entry.plan && !s.recording) {
       entry_clear(&entry);
-      /* Recorded, a forward that cannot be traced in training mode (it
-       * updates state in place, as BatchNorm does) still runs eagerly. */
-      if (s.recording) {
-        log_line(h, "trace %d (%s): recorded calls run imperatively: %s", h->traces, reason, kiln_tensor_error(failure));
-        return b->forward(b, n, inputs);
-      }
       return failure;
     }
-    kiln_plan_stats st = kiln_plan_get_stats(entry.plan);
-    char backward[128] = "";
-    if (entry.train) {
-      kiln_plan_stats bt = kiln_plan_get_stats(entry.train);
-      snprintf(backward, sizeof backward, ", with a forward and backward plan (backward %d steps, %d values saved by forward)",
-               bt.steps, entry.n_saved);
+    if (!entry.plan) {
+      /* Recorded, a forward that cannot be traced in training mode (it
+       * updates state in place, as BatchNorm does) runs eagerly; the
+       * signature is cached as such, so later calls do not trace again. */
+      log_line(h, "trace %d (%s): recorded calls run imperatively: %s", h->traces, reason, kiln_tensor_error(failure));
+    } else {
+      kiln_plan_stats st = kiln_plan_get_stats(entry.plan);
+      char backward[128] = "";
+      if (entry.train) {
+        kiln_plan_stats bt = kiln_plan_get_stats(entry.train);
+        snprintf(backward, sizeof backward,
+                 ", with a forward and backward plan (backward %d steps, %d values saved by forward)", bt.steps,
+                 entry.n_saved);
+      }
+      log_line(h, "trace %d (%s): %d nodes -> %d steps, arena %lld bytes%s", h->traces, reason, st.nodes_before,
+               st.steps, (long long)st.arena_bytes, backward);
     }
-    log_line(h, "trace %d (%s): %d nodes -> %d steps, arena %lld bytes%s", h->traces, reason, st.nodes_before, st.steps,
-             (long long)st.arena_bytes, backward);
     hit = &h->cache[h->n_cached++];
     *hit = entry;
   }
