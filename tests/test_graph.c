@@ -228,10 +228,16 @@ static void fusion_merges_chains(void **state) {
     /* Twenty ops: more than one fused program holds (16 instructions). */
     kiln_tensor *y = narrow;
     for (int i = 0; i < 10; i++) y = kiln_sin(kiln_add_scalar(y, 0.1));
+    /* A chain reading eight inputs, the most a fused step takes (it
+     * overflowed the elementwise loop's operand arrays, sized for four). */
+    kiln_tensor *wide = kiln_graph_input(g, "wide", (kiln_dtype)dt, 2, TU_SHAPE(64, 33));
+    kiln_tensor *many = kiln_add(kiln_add(kiln_add(kiln_add(kiln_add(kiln_add(kiln_add(y, x), b), wide), kiln_exp(x)),
+                                                   kiln_relu(wide)), kiln_sin(b)), kiln_cos(x));
     kiln_compile_options on = kiln_compile_options_default(), off = on;
     on.verify = off.verify = true;
     off.fuse = false;
     kiln_plan *fused = kiln_graph_compile(g, 1, &y, &on), *plain = kiln_graph_compile(g, 1, &y, &off);
+    kiln_plan *wide_fused = kiln_graph_compile(g, 1, &many, &on), *wide_plain = kiln_graph_compile(g, 1, &many, &off);
     assert_non_null(fused);
     assert_non_null(plain);
     kiln_plan_stats fs = kiln_plan_get_stats(fused), ps = kiln_plan_get_stats(plain);
@@ -252,14 +258,37 @@ static void fusion_merges_chains(void **state) {
     assert_non_null(strstr(text, "linear {activation=1}"));
     assert_non_null(strstr(text, "fused [mul, neg, add, mul, add_scalar, sin, add_scalar,"));
     free(text);
-    kiln_tensor *in[3] = {tu_random((kiln_dtype)dt, 2, TU_SHAPE(64, 33), 1, -1, 1), tu_random((kiln_dtype)dt, 1, TU_SHAPE(33), 2, -1, 1),
-                          tu_random((kiln_dtype)dt, 2, TU_SHAPE(33, 33), 3, -0.3, 0.3)};
+    /* Every plan of g takes its four inputs (unused ones too). */
+    kiln_tensor *in[4] = {tu_random((kiln_dtype)dt, 2, TU_SHAPE(64, 33), 1, -1, 1), tu_random((kiln_dtype)dt, 1, TU_SHAPE(33), 2, -1, 1),
+                          tu_random((kiln_dtype)dt, 2, TU_SHAPE(33, 33), 3, -0.3, 0.3),
+                          tu_random((kiln_dtype)dt, 2, TU_SHAPE(64, 33), 4, -1, 1)};
     kiln_tensor *got, *want;
-    assert_int_equal(kiln_plan_run(fused, 3, in, &got), KILN_OK);
-    assert_int_equal(kiln_plan_run(plain, 3, in, &want), KILN_OK);
+    assert_int_equal(kiln_plan_run(fused, 4, in, &got), KILN_OK);
+    assert_int_equal(kiln_plan_run(plain, 4, in, &want), KILN_OK);
     assert_true(tu_close(dt == KILN_F32 ? "fused float32" : "fused float64", got, want, 0, 0));
+    /* The widest fused step reads more than the four operands the loop
+     * used to hold. */
+    char *dump = NULL;
+    size_t dump_len = 0;
+    FILE *df = open_memstream(&dump, &dump_len);
+    assert_int_equal(kiln_plan_dump(wide_fused, df, false), KILN_OK);
+    fclose(df);
+    int widest = 0;
+    for (const char *line = strstr(dump, "fused ["); line; line = strstr(line + 1, "fused [")) {
+      const char *open = strchr(strchr(line, ']'), '('), *close = strchr(open, ')');
+      int operands = 1;
+      for (const char *c = open; c < close; c++) operands += *c == ',';
+      widest = operands > widest ? operands : widest;
+    }
+    free(dump);
+    assert_true(widest >= 5);
+    assert_int_equal(kiln_plan_run(wide_fused, 4, in, &got), KILN_OK);
+    assert_int_equal(kiln_plan_run(wide_plain, 4, in, &want), KILN_OK);
+    assert_true(tu_close("eight inputs", got, want, 0, 0));
+    kiln_plan_free(wide_fused);
+    kiln_plan_free(wide_plain);
     /* Check mode compares each fused step with the op it ends in. */
-    assert_int_equal(kiln_plan_check(fused, 3, in, 0, 0), KILN_OK);
+    assert_int_equal(kiln_plan_check(fused, 4, in, 0, 0), KILN_OK);
     kiln_plan_free(fused);
     kiln_plan_free(plain);
     kiln_graph_release(g);

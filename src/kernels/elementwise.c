@@ -7,7 +7,8 @@
 
 #include "base/parallel.h"
 
-#define MAX_OPS 4
+/* Operands of one kk_foreach: a fused chain's inputs and its output. */
+#define MAX_OPS (KK_FUSED_MAX_INPUTS + 1)
 
 kk_view kk_broadcast_view(const kk_view *x, const kk_view *out) {
   kk_view v = *x;
