@@ -66,6 +66,11 @@ fuzz:
 		build-fuzz/corpus-json tests/fixtures/json_seeds >build-fuzz/fuzz_json.log 2>&1 \
 		|| { tail -40 build-fuzz/fuzz_json.log; exit 1; }
 	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_json.log
+	@mkdir -p build-fuzz/corpus-model
+	@build-fuzz/tests/fuzz/fuzz_model -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-dict=tests/fuzz/fuzz_model.dict build-fuzz/corpus-model tests/fixtures/model_seeds tests/fixtures/bad_model \
+		>build-fuzz/fuzz_model.log 2>&1 || { tail -40 build-fuzz/fuzz_model.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_model.log
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-clang build-fuzz

@@ -849,10 +849,11 @@ KILN_API bool kiln_use_reference_kernels(bool on);
  * inference call (neither training nor recording), with the nodes its
  * output depends on; parameters keep their names (kiln_block_collect_params),
  * other tensors the trace captured are stored as "const.N". Input shapes
- * are those of that call: reshapes record their batch size, so a model runs
- * at the batch size it was exported with. Fails (KILN_ERR_INVALID_ARGUMENT)
- * when b is not hybridized or has made no inference call yet, and with the
- * status of whatever else fails (a parameter without data, KILN_ERR_IO). */
+ * are those of that call; a file may also declare an input dim unknown
+ * (-1), and the model then runs at any size there that its ops allow.
+ * Fails (KILN_ERR_INVALID_ARGUMENT) when b is not hybridized or has made
+ * no inference call yet, and with the status of whatever else fails (a
+ * parameter without data, KILN_ERR_IO). */
 KILN_API kiln_status kiln_block_export(kiln_block *b, const char *path_prefix);
 
 /* A loaded model: a compiled plan over the graph of a .kiln.json file and
@@ -880,14 +881,18 @@ KILN_API kiln_model *kiln_model_load(const char *path_prefix);
 /* Frees m; runs in flight finish first. NULL does nothing. */
 KILN_API void kiln_model_free(kiln_model *m);
 /* Runs m on n_in concrete inputs (the model's inputs in order, each with
- * its dtype and shape) and writes its outputs to out[0, outputs): new
- * tensors in the open scope, computed asynchronously as kiln_plan_run's.
- * Runs of one model are ordered (they share its memory); any thread may
- * start one. Fails with KILN_ERR_INVALID_ARGUMENT or KILN_ERR_SHAPE,
- * naming the input, and then sets no output. */
+ * its dtype and shape, any size at an unknown dim: the first run at new
+ * sizes builds and compiles the graph for them, as kiln_plan_run does) and
+ * writes its outputs to out[0, outputs): new tensors in the open scope,
+ * computed asynchronously as kiln_plan_run's. Runs of one model are
+ * ordered (they share its memory); any thread may start one. Fails with
+ * KILN_ERR_INVALID_ARGUMENT or KILN_ERR_SHAPE, naming the input (or the
+ * node that cannot take a new size), and then sets no output. */
 KILN_API kiln_status kiln_model_run(kiln_model *m, int n_in, kiln_tensor *const *in, kiln_tensor **out);
 
-/* Introspection (for `kiln info`). The strings and shapes belong to m. */
+/* Introspection (for `kiln info`). The strings and shapes belong to m. A
+ * dim of -1 is unknown: an input's as the file declares it, an output's
+ * when it follows an unknown input dim. */
 typedef struct {
   const char *name;
   kiln_dtype dtype;

@@ -115,6 +115,16 @@ kiln_status kiln_block_set_traceable(kiln_block *b, bool traceable) {
 
 const char *kiln_block_trace_log(const kiln_block *b) { return b && b->hybrid && b->hybrid->log ? b->hybrid->log : ""; }
 
+kiln_plan *hybrid_inference_plan(const kiln_block *b) {
+  const struct hybrid_state *h = b->hybrid;
+  const cache_entry *best = NULL;
+  for (int i = 0; h && i < h->n_cached; i++) {
+    const cache_entry *e = &h->cache[i];
+    if (!e->sig.training && !e->sig.recording && (!best || e->last_use > best->last_use)) best = e;
+  }
+  return best ? best->plan : NULL;
+}
+
 static void log_line(struct hybrid_state *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(struct hybrid_state *h, const char *fmt, ...) {
   char line[512];

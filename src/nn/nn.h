@@ -41,6 +41,10 @@ struct kiln_block {
  * input signature, traced and compiled on a miss. */
 kiln_tensor *hybrid_call(kiln_block *b, int n, kiln_tensor *const *inputs);
 void hybrid_free(struct hybrid_state *h);
+/* The plan of b's most recently used inference call (neither training nor
+ * recording), borrowed from b's cache; NULL when b is not hybridized or has
+ * made no such call. What kiln_block_export writes. */
+kiln_plan *hybrid_inference_plan(const kiln_block *b);
 /* Called when a trace reaches a block that cannot be traced. */
 void hybrid_note_untraceable(void);
 
