@@ -72,6 +72,9 @@ KILN_API const char *kiln_status_str(kiln_status s);
 /* The message of the last failing call on this thread ("" if none). Valid
  * until the next kiln call on this thread. */
 KILN_API const char *kiln_last_error(void);
+/* The status that message came with: what a call that returns NULL on
+ * failure (kiln_model_load, kiln_graph_compile) failed with. */
+KILN_API kiln_status kiln_last_status(void);
 
 /* Allocation goes through one hook so tests can inject failures. Passing NULL
  * restores the default (aligned malloc). Not thread-safe against concurrent

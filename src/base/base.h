@@ -18,9 +18,6 @@
 kiln_status kiln_errorf(kiln_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void kiln_error_clear(void);
-/* The status the last message was recorded with, to pass a failure on
- * from a function that returns NULL + kiln_last_error. */
-kiln_status kiln_error_status(void);
 
 /* All allocations go through the hook set by kiln_set_allocator. Memory is
  * aligned to at least KILN_ALIGN bytes. kiln_alloc(0) returns a valid unique

@@ -1461,7 +1461,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     kiln_plan *v = plan_variant_for(p, inputs);
     if (!v) {
       for (int k = 0; k < p->n_outputs; k++) outputs[k] = NULL;
-      return kiln_errorf(kiln_error_status(), "kiln_plan_run: %s", kiln_last_error());
+      return kiln_errorf(kiln_last_status(), "kiln_plan_run: %s", kiln_last_error());
     }
     kiln_status st = kiln_plan_run(v, n_in, inputs, outputs);
     kiln_plan_free(v);
@@ -1685,7 +1685,7 @@ kiln_status kiln_plan_check(kiln_plan *p, int n_in, kiln_tensor *const *inputs, 
     if (!inputs[i] || inputs[i]->ndim != want->ndim) continue; /* the run below says what is wrong */
     if (memcmp(inputs[i]->shape, want->shape, sizeof(int64_t) * (size_t)want->ndim)) {
       kiln_plan *v = plan_variant_for(p, inputs);
-      if (!v) return kiln_errorf(kiln_error_status(), "kiln_plan_check: %s", kiln_last_error());
+      if (!v) return kiln_errorf(kiln_last_status(), "kiln_plan_check: %s", kiln_last_error());
       kiln_status st = kiln_plan_check(v, n_in, inputs, rtol, atol);
       kiln_plan_free(v);
       return st;

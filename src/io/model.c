@@ -894,7 +894,7 @@ static kiln_status mark_unknown_outputs(loader *l, kiln_graph *g, int n_out, kil
   }
   for (int k = 0; k < n_out && st == KILN_OK; k++) refs[k].node = graph_ref_of(out[k], NULL, &refs[k].index);
   kiln_graph *h = st == KILN_OK ? graph_specialize(g, g->n, shaped, n_out, refs, map) : NULL;
-  if (st == KILN_OK && !h && kiln_error_status() == KILN_ERR_OUT_OF_MEMORY)
+  if (st == KILN_OK && !h && kiln_last_status() == KILN_ERR_OUT_OF_MEMORY)
     st = failf(l, KILN_ERR_OUT_OF_MEMORY, "%s", kiln_last_error());
   for (int k = 0; h && k < n_out; k++) {
     model_value *v = &m->outputs[k];
@@ -1021,7 +1021,7 @@ static kiln_status build_model(loader *l, const json_value *root) {
   if (st == KILN_OK) {
     kiln_compile_options o = kiln_compile_options_default();
     m->plan = kiln_graph_compile(g, (int)n_outputs, out, &o);
-    if (!m->plan) st = failf(l, kiln_error_status(), "compiling: %s", kiln_last_error());
+    if (!m->plan) st = failf(l, kiln_last_status(), "compiling: %s", kiln_last_error());
   }
   for (int i = 0; i < l->n_inputs; i++) kiln_tensor_release(graph_inputs[i]);
   kiln_free(graph_inputs);
