@@ -858,6 +858,14 @@ KILN_API bool kiln_use_reference_kernels(bool on);
  * no inference call yet, and with the status of whatever else fails (a
  * parameter without data, KILN_ERR_IO). */
 KILN_API kiln_status kiln_block_export(kiln_block *b, const char *path_prefix);
+typedef struct {
+  /* Write dim 0 of every input as unknown (-1), so the model runs at any
+   * batch size. Checked first: the graph must hold at two other batch
+   * sizes and give every output that batch as its dim 0, else the export
+   * fails naming the node or output that fixes the batch. */
+  bool dynamic_batch;
+} kiln_export_options;
+KILN_API kiln_status kiln_block_export_ex(kiln_block *b, const char *path_prefix, const kiln_export_options *options);
 
 /* A loaded model: a compiled plan over the graph of a .kiln.json file and
  * the tensors of its .safetensors file. Compiled with the default compile

@@ -198,6 +198,7 @@ static void put_attrs(text *t, const kiln_op_def *def, const kiln_attr_value *a)
 typedef struct {
   const kiln_graph *g;
   int n_inputs;      /* the plan's inputs: the first n_inputs input nodes */
+  bool dynamic_batch; /* inputs' dim 0 written unknown */
   int *index;        /* per graph node: its number in the file, or -1 */
   char **bound_name; /* per graph node, for bound nodes: owned */
   int n_bound;
@@ -287,7 +288,8 @@ static void export_json(const export_state *s, int n_out, const graph_ref *outs,
   for (int i = 0; i < g->n; i++)
     if (g->nodes[i].kind == GRAPH_INPUT && seen < s->n_inputs) {
       seen++;
-      put_value_decl(t, g->nodes[i].name, &g->nodes[i].out[0], g->nodes[i].unknown, seen == s->n_inputs);
+      unsigned unknown = g->nodes[i].unknown | (s->dynamic_batch && g->nodes[i].out[0].ndim ? 1u : 0u);
+      put_value_decl(t, g->nodes[i].name, &g->nodes[i].out[0], unknown, seen == s->n_inputs);
     }
   PUT_LIT(t, "  ],\n  \"parameters\": [\n");
   for (int i = 0, k = 0; i < g->n; i++)
@@ -372,7 +374,59 @@ static char *with_suffix(const char *prefix, const char *suffix) {
   return s;
 }
 
+/* A batch left unknown must be one: the graph built again at two other
+ * batch sizes (every op's checks and inference) holds, and every output
+ * has that batch as its dim 0. A shape an op fixed when it was traced
+ * (reshape to [B, -1]) fails here, named, instead of computing something
+ * else at another size. */
+static kiln_status check_dynamic_batch(kiln_graph *g, int n_inputs, int n_out, const graph_ref *outs) {
+  static const char fn[] = "kiln_block_export";
+  kiln_tensor *probe[64] = {0};
+  int *map = kiln_alloc(sizeof(int) * ((size_t)g->n + 1));
+  if (!map || n_inputs > 64) {
+    kiln_free(map);
+    return kiln_errorf(map ? KILN_ERR_UNSUPPORTED : KILN_ERR_OUT_OF_MEMORY, "%s: %s", fn,
+                       map ? "more than 64 inputs with a dynamic batch" : "out of memory");
+  }
+  int64_t traced = -1;
+  for (int i = 0; i < g->n && traced < 0; i++)
+    if (g->nodes[i].kind == GRAPH_INPUT && g->nodes[i].out[0].ndim) traced = g->nodes[i].out[0].shape[0];
+  kiln_status st = KILN_OK;
+  for (int round = 0; round < 2 && st == KILN_OK; round++) {
+    int64_t batch = round == 0 ? traced + 1 : 2 * traced + 1;
+    kiln_scope_begin();
+    for (int i = 0, k = 0; i < g->n && k < n_inputs && st == KILN_OK; i++) {
+      const kiln_out_desc *d = &g->nodes[i].out[0];
+      if (g->nodes[i].kind != GRAPH_INPUT) continue;
+      int64_t shape[KILN_MAX_DIMS];
+      memcpy(shape, d->shape, sizeof shape);
+      if (d->ndim) shape[0] = batch;
+      probe[k] = kiln_zeros(d->dtype, d->ndim, shape);
+      st = kiln_tensor_failed(probe[k]) ? kiln_tensor_status(probe[k]) : KILN_OK;
+      k++;
+    }
+    kiln_graph *h = st == KILN_OK ? graph_specialize(g, g->n, probe, n_out, outs, map) : NULL;
+    if (st == KILN_OK && !h)
+      st = kiln_errorf(kiln_last_status(), "%s: with a dynamic batch, the graph does not hold for batch %lld: %s", fn,
+                       (long long)batch, kiln_last_error());
+    for (int k = 0; h && k < n_out && st == KILN_OK; k++) {
+      const kiln_out_desc *o = &h->nodes[map[outs[k].node]].out[outs[k].index];
+      if (o->ndim == 0 || o->shape[0] != batch)
+        st = kiln_errorf(KILN_ERR_SHAPE, "%s: with a dynamic batch, output %d does not follow the batch: at batch %lld "
+                         "its dim 0 is %lld", fn, k, (long long)batch, o->ndim ? (long long)o->shape[0] : 0LL);
+    }
+    kiln_graph_release(h);
+    kiln_scope_end();
+  }
+  kiln_free(map);
+  return st;
+}
+
 kiln_status kiln_block_export(kiln_block *b, const char *path_prefix) {
+  return kiln_block_export_ex(b, path_prefix, NULL);
+}
+
+kiln_status kiln_block_export_ex(kiln_block *b, const char *path_prefix, const kiln_export_options *options) {
   static const char fn[] = "kiln_block_export";
   if (!b || !path_prefix || !*path_prefix)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s", fn, !b ? "block is NULL" : "path prefix is NULL or empty");
@@ -384,9 +438,10 @@ kiln_status kiln_block_export(kiln_block *b, const char *path_prefix) {
                        fn, b->type, b->hybrid ? "has no compiled inference call yet" : "is not hybridized");
   int n_out;
   const graph_ref *outs;
-  const kiln_graph *g = graph_plan_source(plan, &n_out, &outs);
-  export_state s = {0};
-  kiln_status st = export_select(b, g, kiln_plan_num_inputs(plan), n_out, outs, &s);
+  kiln_graph *g = graph_plan_source(plan, &n_out, &outs);
+  export_state s = {.dynamic_batch = options && options->dynamic_batch};
+  kiln_status st = s.dynamic_batch ? check_dynamic_batch(g, kiln_plan_num_inputs(plan), n_out, outs) : KILN_OK;
+  if (st == KILN_OK) st = export_select(b, g, kiln_plan_num_inputs(plan), n_out, outs, &s);
   text t = {0};
   char *json_path = with_suffix(path_prefix, ".kiln.json"), *st_path = with_suffix(path_prefix, ".safetensors");
   if (st == KILN_OK) {
