@@ -8,8 +8,9 @@
  *   train_fashion_mnist [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]
  *                       [--save FILE.safetensors] [--hybridize]
  *
- * --hybridize compiles the model for evaluation (training steps, which
- * autograd records, still run imperatively) and prints its trace log. */
+ * --hybridize compiles the model (a forward plan for evaluation; for
+ * training steps, which autograd records, a forward plan that keeps what
+ * backward needs and a backward plan) and prints its trace log. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
