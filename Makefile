@@ -15,7 +15,7 @@ build:
 	@cmake --build $(BUILD) -j$(JOBS) >/dev/null
 
 demo: build
-	@$(BUILD)/examples/demo
+	@$(BUILD)/examples/demo --out $(BUILD)/demo
 
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

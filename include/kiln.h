@@ -928,6 +928,14 @@ typedef struct {
   int64_t arena_bytes; /* memory the plan reuses across runs (kiln_plan_stats) */
 } kiln_model_stats;
 KILN_API kiln_model_stats kiln_model_get_stats(const kiln_model *m); /* zeros for NULL */
+/* An estimate of the floating-point operations of one run at the input
+ * shapes the file declares, unknown dims taken as 1 (so, when only the batch
+ * dim is unknown, per sample), summed over the file's op nodes by the rules
+ * of docs/cli.md (2*K per output element of matmul and linear, K the inner
+ * dim; 2*C_in/groups*KH*KW per output element of conv2d; one per element of
+ * elementwise ops; none for views, copies and indexing); INT64_MAX when the
+ * sum overflows. KILN_ERR_INVALID_ARGUMENT when m or flops is NULL. */
+KILN_API kiln_status kiln_model_flops(const kiln_model *m, int64_t *flops);
 
 /* ---------------------------------------------------------------- datasets */
 

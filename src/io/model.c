@@ -480,6 +480,7 @@ struct kiln_model {
   kiln_op_id kinds[KILN_OP_COUNT]; /* in name order */
   int op_count[KILN_OP_COUNT];
   kiln_model_stats stats;
+  int64_t flops; /* of one run at the declared shapes (kiln_model_flops) */
 };
 
 /* A declared input or parameter, its name pointing into the JSON tree. */
@@ -828,6 +829,78 @@ static kiln_status count_value_bytes(loader *l, const char *where, const kiln_te
   return KILN_OK;
 }
 
+/* FLOPs saturate: an estimate that overflowed is still "too many". */
+static int64_t sat_mul(int64_t a, int64_t b) {
+  int64_t r;
+  return kiln_mul_i64(a, b, &r) ? r : INT64_MAX;
+}
+
+static int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  return kiln_add_i64(a, b, &r) ? r : INT64_MAX;
+}
+
+/* Multiply-adds per element of a convolution's output: C_in/groups*KH*KW,
+ * from a weight [C_out, C_in/groups, KH, KW]. */
+static int64_t conv_macs(const kiln_tensor *w) {
+  return w->shape[0] > 0 ? kiln_tensor_numel(w) / w->shape[0] : 0;
+}
+
+static int64_t pool_window(const kiln_attr_value *kernel) {
+  return kernel->n == 1 ? sat_mul(kernel->ints[0], kernel->ints[0]) : sat_mul(kernel->ints[0], kernel->ints[1]);
+}
+
+/* The rules of kiln_model_flops (docs/cli.md), for a node its op's
+ * inference accepted, so shapes and attributes are valid. */
+static int64_t node_flops(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
+                          kiln_tensor *const *out) {
+  int64_t x = kiln_tensor_numel(in[0]), y = kiln_tensor_numel(out[0]);
+  switch (id) {
+  case KILN_OP_MATMUL:
+    return sat_mul(y, sat_mul(2, in[0]->shape[in[0]->ndim - 1]));
+  case KILN_OP_LINEAR:
+    return sat_mul(y, sat_add(sat_mul(2, in[0]->shape[in[0]->ndim - 1]),
+                              (n_in == 3) + (attrs[0].i != KILN_ACT_NONE)));
+  case KILN_OP_CONV2D:
+    return sat_mul(y, sat_add(sat_mul(2, conv_macs(in[1])), n_in == 3));
+  case KILN_OP_CONV2D_BACKWARD_DATA:
+    return sat_mul(x, sat_mul(2, conv_macs(in[1])));
+  case KILN_OP_CONV2D_BACKWARD_WEIGHT:
+    return sat_mul(x, sat_mul(2, conv_macs(out[0])));
+  case KILN_OP_MAX_POOL2D:
+  case KILN_OP_AVG_POOL2D:
+    return sat_mul(y, pool_window(&attrs[0]));
+  case KILN_OP_MAX_POOL2D_BACKWARD:
+  case KILN_OP_AVG_POOL2D_BACKWARD:
+    return sat_mul(x, pool_window(&attrs[0]));
+  case KILN_OP_SUM:
+  case KILN_OP_MEAN:
+  case KILN_OP_MAX:
+  case KILN_OP_MIN:
+  case KILN_OP_PROD:
+  case KILN_OP_VAR:
+  case KILN_OP_LOGSUMEXP:
+  case KILN_OP_ARGMAX:
+  case KILN_OP_ARGMIN:
+    return x;
+  case KILN_OP_SOFTMAX:
+  case KILN_OP_LOG_SOFTMAX:
+  case KILN_OP_SOFTMAX_CROSS_ENTROPY:
+    return sat_mul(x, 5);
+  case KILN_OP_BATCH_NORM:
+    return sat_mul(y, 2);
+  case KILN_OP_BATCH_NORM_TRAIN:
+    return sat_mul(x, 5);
+  case KILN_OP_DROPOUT:
+    return y;
+  case KILN_OP_COPY:
+  case KILN_OP_CAST:
+    return 0;
+  default:
+    return kiln_op_get(id)->flags & KILN_OP_ELEMENTWISE ? y : 0;
+  }
+}
+
 /* One element of "nodes": its values in l->outs[i]. */
 static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_tensor *const *graph_inputs) {
   char where[192], nm[NAME_TEXT];
@@ -922,7 +995,10 @@ static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_ten
     const kiln_tensor *t = l->outs[i][k];
     st = tensor_failed(t) ? failf(l, t->status, "%s: %s", where, t->error) : count_value_bytes(l, where, t);
   }
-  if (st == KILN_OK) l->m->op_count[id]++;
+  if (st == KILN_OK) {
+    l->m->op_count[id]++;
+    l->m->flops = sat_add(l->m->flops, node_flops(id, (int)n_in, in, attrs, l->outs[i]));
+  }
   return st;
 }
 
@@ -1276,3 +1352,10 @@ kiln_status kiln_model_op_count(const kiln_model *m, int i, const char **name, i
 }
 
 kiln_model_stats kiln_model_get_stats(const kiln_model *m) { return m ? m->stats : (kiln_model_stats){0}; }
+
+kiln_status kiln_model_flops(const kiln_model *m, int64_t *flops) {
+  if (!m || !flops)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_model_flops: %s is NULL", !m ? "model" : "flops");
+  *flops = m->flops;
+  return KILN_OK;
+}
