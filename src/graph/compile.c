@@ -49,6 +49,7 @@ typedef struct {
 typedef struct {
   int n_steps, *steps; /* in plan order */
   int n_deps, *deps;
+  int n_uses, *uses; /* the input, bound and output values it touches (their variables go to the engine) */
   int64_t work;
   kiln_engine_var *var; /* written by each run of the segment */
 } plan_segment;
@@ -89,6 +90,11 @@ struct kiln_plan {
   int *segment_of;        /* per step */
   uint64_t *reach;        /* per segment: the segments it runs after, transitively */
   bool polymorphic;       /* an input has unknown dims */
+  /* What each run pushes, found once at compile time rather than by a
+   * scan of every value and step per call. */
+  int n_bound;
+  kiln_engine_var **bound_vars;
+  bool has_random;
   pthread_mutex_t variant_lock;
   plan_variant variants[MAX_VARIANTS];
   int n_variants;
@@ -712,6 +718,7 @@ static void free_segments(kiln_plan *p) {
   for (int g = 0; g < p->n_segments; g++) {
     kiln_free(p->segments[g].steps);
     kiln_free(p->segments[g].deps);
+    kiln_free(p->segments[g].uses);
   }
   kiln_free(p->segments), kiln_free(p->segment_of), kiln_free(p->reach);
   p->segments = NULL, p->segment_of = NULL, p->reach = NULL;
@@ -827,6 +834,38 @@ done:
   return st;
 }
 
+/* The bound tensors' variables, whether any step draws random numbers,
+ * and per segment the input, bound and output values it touches. */
+static kiln_status plan_run_lists(kiln_plan *p) {
+  p->bound_vars = kiln_alloc(sizeof(kiln_engine_var *) * ((size_t)p->n_values + 1));
+  bool *uses = kiln_alloc(sizeof(bool) * ((size_t)p->n_values + 1));
+  if (!p->bound_vars || !uses) {
+    kiln_free(uses);
+    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+  }
+  for (int v = 0; v < p->n_values; v++)
+    if (p->values[v].kind == VAL_BOUND) p->bound_vars[p->n_bound++] = p->values[v].bound->storage->var;
+  for (int t = 0; t < p->n_steps; t++) p->has_random = p->has_random || (kiln_op_get(p->steps[t].op)->flags & KILN_OP_RANDOM);
+  kiln_status st = KILN_OK;
+  for (int g = 0; p->n_segments > 1 && g < p->n_segments && st == KILN_OK; g++) {
+    plan_segment *sg = &p->segments[g];
+    memset(uses, 0, sizeof(bool) * (size_t)p->n_values);
+    for (int i = 0; i < sg->n_steps; i++) {
+      const plan_step *ps = &p->steps[sg->steps[i]];
+      for (int k = 0; k < ps->n_in; k++) uses[root_of(p, ps->in[k])] = true;
+      for (int k = 0; k < ps->n_out; k++) uses[ps->out[k]] = true;
+    }
+    sg->uses = kiln_alloc(sizeof(int) * ((size_t)p->n_values + 1));
+    if (!sg->uses) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
+    for (int v = 0; sg->uses && v < p->n_values; v++) {
+      value_kind k = p->values[v].kind;
+      if (uses[v] && (k == VAL_INPUT || k == VAL_BOUND || k == VAL_OUTPUT)) sg->uses[sg->n_uses++] = v;
+    }
+  }
+  kiln_free(uses);
+  return st;
+}
+
 kiln_plan *graph_plan_retain(kiln_plan *p) {
   if (p) atomic_fetch_add(&p->refs, 1);
   return p;
@@ -933,6 +972,7 @@ void kiln_plan_free(kiln_plan *p) {
   }
   pthread_mutex_destroy(&p->variant_lock);
   kiln_free(p->arena);
+  kiln_free(p->bound_vars);
   for (int v = 0; v < p->n_values; v++) kiln_tensor_release(p->values[v].bound);
   for (int s = 0; s < p->n_steps; s++) {
     kiln_free(p->steps[s].in);
@@ -1184,6 +1224,7 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
       if (!(p->segments[seg].var = kiln_engine_new_var(p->engine)))
         st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
   }
+  if (st == KILN_OK) st = plan_run_lists(p);
 done:
   for (int i = 0; s.folded && i < n; i++) kiln_tensor_release(s.folded[i]);
   kiln_free(s.forward), kiln_free(s.same_as), kiln_free(s.folded), kiln_free(s.live), kiln_free(s.cut), kiln_free(value_of);
@@ -1321,44 +1362,32 @@ static void segment_done(void *data) { release_run(((segment_run *)data)->run, 1
  * last segment done frees the run. */
 static kiln_status push_segments(kiln_plan *p, plan_run *r, kiln_engine_var **vars, bool *handed_off) {
   r->segments = kiln_alloc(sizeof(segment_run) * (size_t)p->n_segments);
-  bool *uses = kiln_alloc(sizeof(bool) * ((size_t)p->n_values + 1));
-  if (!r->segments || !uses) {
-    kiln_free(uses);
-    return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
-  }
+  if (!r->segments) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
   kiln_status st = kiln_engine_push(p->engine, run_start, NULL, NULL, NULL, 0, &p->arena_var, 1, "plan start", 0);
-  if (st != KILN_OK) {
-    kiln_free(uses);
-    return st;
-  }
+  if (st != KILN_OK) return st;
   atomic_init(&r->pending, p->n_segments + 1);
   *handed_off = true;
   int pushed = 0;
   for (int g = 0; g < p->n_segments && st == KILN_OK; g++) {
     const plan_segment *sg = &p->segments[g];
-    memset(uses, 0, sizeof(bool) * (size_t)p->n_values);
-    for (int i = 0; i < sg->n_steps; i++) {
-      const plan_step *ps = &p->steps[sg->steps[i]];
-      for (int k = 0; k < ps->n_in; k++) uses[root_of(p, ps->in[k])] = true;
-      for (int k = 0; k < ps->n_out; k++) uses[ps->out[k]] = true;
-    }
     int nr = 0, nw = 0;
     add_var(vars, &nr, p->arena_var);
     for (int d = 0; d < sg->n_deps; d++) add_var(vars, &nr, p->segments[sg->deps[d]].var);
-    for (int v = 0; v < p->n_values; v++) {
-      if (!uses[v]) continue;
-      if (p->values[v].kind == VAL_INPUT) add_var(vars, &nr, r->inputs[p->values[v].index]->storage->var);
-      if (p->values[v].kind == VAL_BOUND) add_var(vars, &nr, p->values[v].bound->storage->var);
+    for (int u = 0; u < sg->n_uses; u++) {
+      const plan_value *pv = &p->values[sg->uses[u]];
+      if (pv->kind == VAL_INPUT) add_var(vars, &nr, r->inputs[pv->index]->storage->var);
+      if (pv->kind == VAL_BOUND) add_var(vars, &nr, pv->bound->storage->var);
     }
     kiln_engine_var **writes = vars + nr;
     writes[nw++] = sg->var;
-    for (int v = 0; v < p->n_values; v++)
-      if (uses[v] && p->values[v].kind == VAL_OUTPUT) add_var(writes, &nw, r->outputs[p->values[v].index]->storage->var);
+    for (int u = 0; u < sg->n_uses; u++) {
+      const plan_value *pv = &p->values[sg->uses[u]];
+      if (pv->kind == VAL_OUTPUT) add_var(writes, &nw, r->outputs[pv->index]->storage->var);
+    }
     r->segments[g] = (segment_run){r, g};
     st = kiln_engine_push(p->engine, run_segment, segment_done, &r->segments[g], vars, nr, writes, nw, "plan segment", 0);
     if (st == KILN_OK) pushed++;
   }
-  kiln_free(uses);
   release_run(r, 1 + p->n_segments - pushed); /* the hold, and the segments never pushed */
   return st;
 }
@@ -1499,7 +1528,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     if (tensor_failed(r->outputs[k]) && st == KILN_OK) st = kiln_errorf(r->outputs[k]->status, "kiln_plan_run: %s", r->outputs[k]->error);
   }
   /* Random ops draw fresh counters at each call, as eager ones do. */
-  for (int s = 0; st == KILN_OK && s < p->n_steps; s++) {
+  for (int s = 0; p->has_random && st == KILN_OK && s < p->n_steps; s++) {
     const plan_step *ps = &p->steps[s];
     if (!(kiln_op_get(ps->op)->flags & KILN_OP_RANDOM)) continue;
     if (!r->random_attrs) {
@@ -1522,8 +1551,8 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
   if (st == KILN_OK && p->n_segments == 1) {
     int nr = 0, nw = 0;
     for (int i = 0; i < n_in; i++) vars[nr++] = r->inputs[i]->storage->var;
-    for (int v = 0; v < p->n_values; v++)
-      if (p->values[v].kind == VAL_BOUND) vars[nr++] = p->values[v].bound->storage->var;
+    memcpy(vars + nr, p->bound_vars, sizeof(kiln_engine_var *) * (size_t)p->n_bound);
+    nr += p->n_bound;
     kiln_engine_var **writes = vars + nr;
     for (int k = 0; k < p->n_outputs; k++) writes[nw++] = r->outputs[k]->storage->var;
     writes[nw++] = p->arena_var;
