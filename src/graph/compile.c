@@ -402,16 +402,20 @@ static kiln_status plan_memory(kiln_plan *p) {
       plan_value *v = &p->values[ps->out[k]];
       if (v->kind != VAL_ARENA) continue;
       /* In place: an elementwise op may write over an input that dies here
-       * and has exactly the output's dtype and shape, read without a view
-       * (element i is read before it is written, by the same thread). Not
-       * copy, whose kernel may be a memcpy. */
+       * and has exactly the output's dtype and shape, read without a view,
+       * by this input alone (element i is read before it is written, by the
+       * same thread; a view of the same buffer, add(a, transpose(a)), would
+       * read elements already overwritten). Not copy, whose kernel may be a
+       * memcpy. */
       int reuse = -1;
       for (int i = 0; p->opts.plan_memory && (def->flags & KILN_OP_ELEMENTWISE) && ps->op != KILN_OP_COPY && ps->n_out == 1 &&
                       i < ps->n_in && reuse < 0;
            i++) {
         int u = ps->in[i];
         const plan_value *in = &p->values[u];
-        if (in->kind == VAL_ARENA && last[u] == s && !taken[u] && !(access[u] & ~after) && in->dtype == v->dtype &&
+        bool alone = true;
+        for (int j = 0; j < ps->n_in && alone; j++) alone = ps->in[j] == u || root_of(p, ps->in[j]) != u;
+        if (alone && in->kind == VAL_ARENA && last[u] == s && !taken[u] && !(access[u] & ~after) && in->dtype == v->dtype &&
             in->ndim == v->ndim && !memcmp(in->shape, v->shape, sizeof(int64_t) * (size_t)v->ndim))
           reuse = u;
       }
