@@ -1338,8 +1338,7 @@ static void free_run(void *data) {
   for (int i = 0; i < r->plan->n_inputs; i++) kiln_tensor_release(r->inputs[i]);
   for (int k = 0; k < r->plan->n_outputs; k++) kiln_tensor_release(r->outputs[k]);
   kiln_free(r->random_attrs);
-  kiln_free(r->segments);
-  kiln_free(r->inputs); /* outputs share its allocation */
+  kiln_free(r->segments); /* inputs and outputs share r's allocation */
   kiln_plan_free(r->plan);
   kiln_free(r);
 }
@@ -1394,6 +1393,16 @@ static kiln_status push_segments(kiln_plan *p, plan_run *r, kiln_engine_var **va
   }
   release_run(r, 1 + p->n_segments - pushed); /* the hold, and the segments never pushed */
   return st;
+}
+
+/* How a message names input i: a graph input's name, or the node whose
+ * value a cut gives. */
+static const char *input_name(const kiln_plan *p, int i, char *buf, size_t cap) {
+  graph_ref ref = p->input_refs[i];
+  const graph_node *node = &p->graph->nodes[ref.node];
+  if (node->kind == GRAPH_INPUT) snprintf(buf, cap, "%s", node->name);
+  else snprintf(buf, cap, "the value of node #%d.%d", ref.node, ref.index);
+  return buf;
 }
 
 /* An input's shape, "?" for its unknown dims. */
@@ -1470,11 +1479,12 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     const graph_node *node = &p->graph->nodes[ref.node];
     const kiln_out_desc *want = &node->out[ref.index];
     char name[64];
-    if (node->kind == GRAPH_INPUT) snprintf(name, sizeof name, "%s", node->name);
-    else snprintf(name, sizeof name, "the value of node #%d.%d", ref.node, ref.index);
     const kiln_tensor *t = inputs[i];
-    if (!t || t->sym) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is %s", name, t ? "symbolic" : "NULL");
-    if (tensor_failed(t)) return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", name, t->error);
+    if (!t || t->sym)
+      return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is %s", input_name(p, i, name, sizeof name),
+                         t ? "symbolic" : "NULL");
+    if (tensor_failed(t))
+      return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", input_name(p, i, name, sizeof name), t->error);
     bool fits = t->dtype == want->dtype && t->ndim == want->ndim;
     for (int d = 0; fits && d < t->ndim; d++) {
       bool unknown = node->kind == GRAPH_INPUT && (node->unknown & (1u << d));
@@ -1484,7 +1494,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     if (!fits) {
       char ws[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
       input_shape_str(node, want, ws, sizeof ws);
-      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", name,
+      return kiln_errorf(KILN_ERR_SHAPE, "kiln_plan_run: input '%s' must be %s %s, got %s %s", input_name(p, i, name, sizeof name),
                          kiln_dtype_name(want->dtype), ws, kiln_dtype_name(t->dtype),
                          kiln_shape_str(got, sizeof got, t->ndim, t->shape));
     }
@@ -1500,21 +1510,23 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     kiln_plan_free(v);
     return st;
   }
-  plan_run *r = kiln_calloc(1, sizeof *r);
-  int n_vars = n_in + p->n_values + p->n_outputs + MAX_SEGMENTS + 2;
-  kiln_engine_var **vars = kiln_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
-  if (r) {
-    r->plan = graph_plan_retain(p);
-    r->inputs = kiln_calloc((size_t)(n_in + p->n_outputs + 1), sizeof(kiln_tensor *));
-  }
-  if (!r || !vars || !r->inputs) {
-    if (r) {
-      kiln_free(r->inputs);
-      kiln_plan_free(r->plan);
-    }
-    kiln_free(r), kiln_free(vars);
+  /* The run and its tensors in one allocation; the engine's variable
+   * lists on the stack when they fit (a batch-1 call is a few µs). */
+  size_t handles = (size_t)(n_in + p->n_outputs + 1);
+  plan_run *r = kiln_alloc(sizeof *r + sizeof(kiln_tensor *) * handles);
+  enum { STACK_VARS = 64 };
+  kiln_engine_var *stack_vars[STACK_VARS];
+  int n_vars = n_in + p->n_bound + p->n_outputs + MAX_SEGMENTS + 2;
+  kiln_engine_var **vars = n_vars <= STACK_VARS ? stack_vars : kiln_alloc(sizeof(kiln_engine_var *) * (size_t)n_vars);
+  if (!r || !vars) {
+    kiln_free(r);
+    if (vars != stack_vars) kiln_free(vars);
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
   }
+  memset(r, 0, sizeof *r);
+  r->plan = graph_plan_retain(p);
+  r->inputs = (kiln_tensor **)(r + 1);
+  memset(r->inputs, 0, sizeof(kiln_tensor *) * handles);
   r->outputs = r->inputs + n_in;
   kiln_status st = KILN_OK;
   /* The plan's views assume contiguous inputs. */
@@ -1566,7 +1578,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     st = push_segments(p, r, vars, &handed_off);
     if (handed_off) r = NULL;
   }
-  kiln_free(vars);
+  if (vars != stack_vars) kiln_free(vars);
   if (st != KILN_OK) {
     for (int k = 0; k < p->n_outputs; k++) {
       kiln_tensor_release(outputs[k]);
