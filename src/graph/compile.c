@@ -1,17 +1,22 @@
 /* Compiling a graph into a plan, and running plans.
  *
- * Passes, each switchable off (kiln_compile_options, KILN_DISABLE_PASSES):
+ * Passes, each switchable off (kiln_compile_options, KILN_DISABLE_PASSES)
+ * and each followed by a verifier in debug builds: on the graph,
  * algebraic simplification, common-subexpression elimination, constant
- * folding, dead-code elimination; then memory planning. Replacements are
- * recorded as forwarding references (a node "is" another value) and
- * resolved when the plan is laid out, so no pass rewrites the node list.
+ * folding and dead-code elimination, recorded as forwarding references (a
+ * node "is" another value) resolved when the plan is laid out; on the
+ * laid-out steps, fusion (activations into a GEMM's epilogue, elementwise
+ * chains into one loop), the schedule (parallel segments) and memory
+ * planning.
  *
  * A plan is a list of steps (kernel calls) over values: the run's inputs,
  * bound tensors (parameters, folded constants), views, fresh output
  * tensors, and buffers in one arena owned by the plan, placed by liveness
  * so buffers are reused as soon as their last reader has run. A run is one
- * engine op reading the inputs and bound tensors and writing the outputs
- * and the arena: no dispatch, no allocation but the outputs. */
+ * engine op (or one per parallel segment) reading the inputs and bound
+ * tensors and writing the outputs and the arena: no dispatch, no
+ * allocation but the outputs. A plan of a graph with unknown input dims
+ * keeps variants compiled for the other sizes it has run at. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
