@@ -4,7 +4,8 @@
 # measure against (numpy, PyTorch); `--ci` adds clang for the second compiler.
 set -euo pipefail
 
-pkgs=(cmake make gcc pkg-config libopenblas-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist)
+# python3-dev: the headers the Python module (python/) builds against.
+pkgs=(cmake make gcc pkg-config libopenblas-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist python3-dev)
 for arg in "$@"; do
   case "$arg" in
     --bench) pkgs+=(python3-numpy python3-torch) ;;
