@@ -6,6 +6,12 @@ JOBS ?= 2
 .PHONY: all build demo test bench asan tsan fuzz clean
 
 FUZZ_SECONDS ?= 30
+# The ONNX fuzzer's seeds: a few conformance models (libonnx-testdata,
+# installed by bootstrap --ci) besides the malformed corpus.
+ONNX_NODE_TESTS = /usr/share/libonnx-testdata/data/node
+ONNX_SEEDS = test_relu test_gemm_all_attributes test_conv_with_strides_padding test_maxpool_2d_pads \
+	test_reshape_reordered_all_dims test_softmax_axis_1 test_batchnorm_epsilon test_concat_2d_axis_0 \
+	test_split_variable_parts_1d test_reduce_sum_keepdims_example test_gather_0 test_slice
 
 all: build
 
@@ -71,6 +77,12 @@ fuzz:
 		-dict=tests/fuzz/fuzz_model.dict build-fuzz/corpus-model tests/fixtures/model_seeds tests/fixtures/bad_model \
 		>build-fuzz/fuzz_model.log 2>&1 || { tail -40 build-fuzz/fuzz_model.log; exit 1; }
 	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_model.log
+	@mkdir -p build-fuzz/corpus-onnx build-fuzz/seeds-onnx
+	@for t in $(ONNX_SEEDS); do cp -f $(ONNX_NODE_TESTS)/$$t/model.onnx build-fuzz/seeds-onnx/$$t.onnx; done
+	@build-fuzz/tests/fuzz/fuzz_onnx -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-onnx build-fuzz/seeds-onnx tests/fixtures/bad_onnx >build-fuzz/fuzz_onnx.log 2>&1 \
+		|| { tail -40 build-fuzz/fuzz_onnx.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::new_units_added" build-fuzz/fuzz_onnx.log
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-clang build-fuzz

@@ -887,7 +887,9 @@ typedef struct kiln_model kiln_model;
  * KILN_ERR_UNSUPPORTED (a newer format version, an op or dtype this kiln
  * lacks, more dims than KILN_MAX_DIMS), KILN_ERR_OVERFLOW, an op's status
  * (KILN_ERR_SHAPE, ...) for a node it rejects, KILN_ERR_OUT_OF_MEMORY. Must
- * not be called while a trace is active on the thread. Thread-safe. */
+ * not be called while a trace is active on the thread. Thread-safe. A
+ * path ending in ".onnx" is read as an ONNX model instead (kiln_onnx_load,
+ * below). */
 KILN_API kiln_model *kiln_model_load(const char *path_prefix);
 /* Frees m; runs in flight finish first. NULL does nothing. */
 KILN_API void kiln_model_free(kiln_model *m);
@@ -936,6 +938,44 @@ KILN_API kiln_model_stats kiln_model_get_stats(const kiln_model *m); /* zeros fo
  * elementwise ops; none for views, copies and indexing); INT64_MAX when the
  * sum overflows. KILN_ERR_INVALID_ARGUMENT when m or flops is NULL. */
 KILN_API kiln_status kiln_model_flops(const kiln_model *m, int64_t *flops);
+
+/* ---------------------------------------------------------------- ONNX */
+
+/* kiln_model_load reads a path ending in ".onnx" as an ONNX model
+ * (ModelProto, default-domain opsets up to 17; the ops and attributes kiln
+ * maps are in docs/onnx.md): kiln_onnx_load with no options. The graph is
+ * rebuilt with kiln's ops, initializers bound as parameters, graph inputs
+ * that are not initializers as the model's inputs (a dim_param or missing
+ * dim is unknown, -1), and compiled as a native model is; everything the
+ * model answers (kiln_model_input, kiln_model_op_count, ...) is about that
+ * graph. Every field is checked before use. An op, attribute value or
+ * dtype kiln cannot compute exactly as ONNX defines it fails with
+ * KILN_ERR_UNSUPPORTED, the message naming it and the node; a malformed
+ * file with KILN_ERR_CORRUPT; never a silently different result.
+ *
+ * Options: graph inputs given a value here become constants of that value
+ * (kiln compiles static graphs, so an input that a node needs as a value
+ * at build time, a Reshape's shape, must be fixed so). Inputs are counted
+ * among the graph inputs that are not initializers, in the file's order.
+ * When the import fails because a node needs the value of such an input
+ * that has none, *needed_input (when not NULL) is set to its index, else
+ * to -1. */
+typedef struct {
+  int n_constants;
+  const int *constant_inputs;
+  kiln_tensor *const *constant_values;
+  int *needed_input;
+} kiln_onnx_options;
+/* *out is the model, or NULL on failure (with kiln_last_error). Thread-safe;
+ * not while a trace is active on the thread. */
+KILN_API kiln_status kiln_onnx_load(const char *path, const kiln_onnx_options *options, kiln_model **out);
+/* A serialized ONNX TensorProto (the conformance suite's input_*.pb and
+ * output_*.pb files) as a tensor in the open scope; a failed tensor naming
+ * the file and field at fault otherwise. */
+KILN_API kiln_tensor *kiln_onnx_load_tensor(const char *path);
+/* The op types of the file's nodes, each once in order of first use,
+ * separated by spaces, into buf[0, cap) (cut to fit, NUL-terminated). */
+KILN_API kiln_status kiln_onnx_op_types(const char *path, char *buf, size_t cap);
 
 /* ---------------------------------------------------------------- datasets */
 

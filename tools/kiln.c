@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "kiln.h"
+#include "onnx_test.h"
 
 extern char **environ;
 
@@ -43,9 +44,11 @@ static const char main_help[] =
     "  bench MODEL --shape 1,512 [--iters N] [--warmup W] [--threads T]\n"
     "                                      latency (median, p90, p99) and throughput on random inputs\n"
     "  train [options]                     train on Fashion-MNIST (the example train_fashion_mnist)\n"
+    "  onnx-test DIR [--verbose]           run the ONNX conformance test cases under DIR\n"
     "\n"
     "MODEL is the path prefix of a model kiln_block_export wrote (dir/name for\n"
-    "dir/name.kiln.json and dir/name.safetensors), or the path of either file.\n"
+    "dir/name.kiln.json and dir/name.safetensors), the path of either file,\n"
+    "or an ONNX model (a path ending in .onnx).\n"
     "`kiln COMMAND --help` describes a command.\n"
     "\n"
     "exit status:\n"
@@ -758,13 +761,28 @@ static int cmd_train(int argc, char **argv) {
   return rc;
 }
 
+/* ------------------------------------------------------------ onnx-test */
+
+static int cmd_onnx_test(int argc, char **argv) {
+  for (int i = 0; i < argc; i++)
+    if (is_help(argv[i])) {
+      fputs(onnx_test_help, stdout);
+      return 0;
+    }
+  return onnx_test_main(argc, argv);
+}
+
 /* ------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
-  } commands[] = {{"info", cmd_info}, {"run", cmd_run}, {"bench", cmd_bench}, {"train", cmd_train}};
+  } commands[] = {{"info", cmd_info},
+                  {"run", cmd_run},
+                  {"bench", cmd_bench},
+                  {"train", cmd_train},
+                  {"onnx-test", cmd_onnx_test}};
   if (argc < 2) return usage_error(NULL, "a COMMAND is missing");
   int rc = -1;
   const char *cmd = NULL;

@@ -31,6 +31,7 @@
 #include "imperative/dispatch.h"
 #include "io/json.h"
 #include "io/model.h"
+#include "io/onnx.h"
 #include "io/safetensors.h"
 #include "nn/nn.h"
 #include "tensor/tensor.h"
@@ -852,8 +853,8 @@ static int64_t pool_window(const kiln_attr_value *kernel) {
 
 /* The rules of kiln_model_flops (docs/cli.md), for a node its op's
  * inference accepted, so shapes and attributes are valid. */
-static int64_t node_flops(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
-                          kiln_tensor *const *out) {
+int64_t model_node_flops(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
+                         kiln_tensor *const *out) {
   int64_t x = kiln_tensor_numel(in[0]), y = kiln_tensor_numel(out[0]);
   switch (id) {
   case KILN_OP_MATMUL:
@@ -997,45 +998,51 @@ static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_ten
   }
   if (st == KILN_OK) {
     l->m->op_count[id]++;
-    l->m->flops = sat_add(l->m->flops, node_flops(id, (int)n_in, in, attrs, l->outs[i]));
+    l->m->flops = sat_add(l->m->flops, model_node_flops(id, (int)n_in, in, attrs, l->outs[i]));
   }
   return st;
 }
 
 /* An output dim that depends on an unknown input dim is unknown too: the
- * graph built again with 2 at the unknown input dims (graph_specialize,
- * what a run at another size does) tells which. When it cannot be built
- * so, the unknown dims only take 1, and the outputs keep their shapes. */
+ * graph built again at other sizes of the unknown input dims
+ * (graph_specialize, what a run at another size does) tells which. Two
+ * sizes, 2 and 61, since a strided op maps 1 and 2 to the same size. When
+ * it cannot be built so, the unknown dims only take 1, and the outputs
+ * keep their shapes. */
 static kiln_status mark_unknown_outputs(loader *l, kiln_graph *g, int n_out, kiln_tensor *const *out) {
   kiln_model *m = l->m;
   bool any = false;
   for (int i = 0; i < m->n_inputs; i++)
     for (int d = 0; d < m->inputs[i].ndim; d++) any = any || m->inputs[i].shape[d] < 0;
-  if (!any) return KILN_OK;
-  kiln_graph *probe = kiln_graph_new();
-  kiln_tensor **shaped = kiln_calloc((size_t)m->n_inputs + 1, sizeof(kiln_tensor *));
-  graph_ref *refs = kiln_calloc((size_t)n_out, sizeof(graph_ref));
-  int *map = kiln_calloc((size_t)g->n + 1, sizeof(int));
-  kiln_status st = probe && shaped && refs && map ? KILN_OK : failf(l, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  for (int i = 0; i < m->n_inputs && st == KILN_OK; i++) {
-    int64_t shape[KILN_MAX_DIMS];
-    for (int d = 0; d < m->inputs[i].ndim; d++) shape[d] = m->inputs[i].shape[d] < 0 ? 2 : m->inputs[i].shape[d];
-    shaped[i] = kiln_graph_input(probe, m->inputs[i].name, m->inputs[i].dtype, m->inputs[i].ndim, shape);
-    if (kiln_tensor_failed(shaped[i])) st = failf(l, kiln_tensor_status(shaped[i]), "%s", kiln_tensor_error(shaped[i]));
+  kiln_status st = KILN_OK;
+  static const int64_t probe_sizes[] = {2, 61};
+  for (size_t p = 0; any && p < sizeof probe_sizes / sizeof probe_sizes[0] && st == KILN_OK; p++) {
+    kiln_graph *probe = kiln_graph_new();
+    kiln_tensor **shaped = kiln_calloc((size_t)m->n_inputs + 1, sizeof(kiln_tensor *));
+    graph_ref *refs = kiln_calloc((size_t)n_out, sizeof(graph_ref));
+    int *map = kiln_calloc((size_t)g->n + 1, sizeof(int));
+    st = probe && shaped && refs && map ? KILN_OK : failf(l, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; i < m->n_inputs && st == KILN_OK; i++) {
+      int64_t shape[KILN_MAX_DIMS];
+      for (int d = 0; d < m->inputs[i].ndim; d++)
+        shape[d] = m->inputs[i].shape[d] < 0 ? probe_sizes[p] : m->inputs[i].shape[d];
+      shaped[i] = kiln_graph_input(probe, m->inputs[i].name, m->inputs[i].dtype, m->inputs[i].ndim, shape);
+      if (kiln_tensor_failed(shaped[i])) st = failf(l, kiln_tensor_status(shaped[i]), "%s", kiln_tensor_error(shaped[i]));
+    }
+    for (int k = 0; k < n_out && st == KILN_OK; k++) refs[k].node = graph_ref_of(out[k], NULL, &refs[k].index);
+    kiln_graph *h = st == KILN_OK ? graph_specialize(g, g->n, shaped, n_out, refs, map) : NULL;
+    if (st == KILN_OK && !h && kiln_last_status() == KILN_ERR_OUT_OF_MEMORY)
+      st = failf(l, KILN_ERR_OUT_OF_MEMORY, "%s", kiln_last_error());
+    for (int k = 0; h && k < n_out; k++) {
+      model_value *v = &m->outputs[k];
+      const kiln_out_desc *other = &h->nodes[map[refs[k].node]].out[refs[k].index];
+      for (int d = 0; d < v->ndim && other->ndim == v->ndim; d++)
+        if (other->shape[d] != v->shape[d]) v->shape[d] = -1;
+    }
+    kiln_graph_release(h);
+    kiln_graph_release(probe);
+    kiln_free(shaped), kiln_free(refs), kiln_free(map);
   }
-  for (int k = 0; k < n_out && st == KILN_OK; k++) refs[k].node = graph_ref_of(out[k], NULL, &refs[k].index);
-  kiln_graph *h = st == KILN_OK ? graph_specialize(g, g->n, shaped, n_out, refs, map) : NULL;
-  if (st == KILN_OK && !h && kiln_last_status() == KILN_ERR_OUT_OF_MEMORY)
-    st = failf(l, KILN_ERR_OUT_OF_MEMORY, "%s", kiln_last_error());
-  for (int k = 0; h && k < n_out; k++) {
-    model_value *v = &m->outputs[k];
-    const kiln_out_desc *other = &h->nodes[map[refs[k].node]].out[refs[k].index];
-    for (int d = 0; d < v->ndim && other->ndim == v->ndim; d++)
-      if (other->shape[d] != v->shape[d]) v->shape[d] = -1;
-  }
-  kiln_graph_release(h);
-  kiln_graph_release(probe);
-  kiln_free(shaped), kiln_free(refs), kiln_free(map);
   return st;
 }
 
@@ -1264,6 +1271,9 @@ kiln_status model_load_files(const char *path_prefix, kiln_model **out) {
 
 kiln_model *kiln_model_load(const char *path_prefix) {
   kiln_model *m;
+  size_t n = path_prefix ? strlen(path_prefix) : 0;
+  if (n > 5 && strcmp(path_prefix + n - 5, ".onnx") == 0) /* a file, not a prefix */
+    return onnx_load_file(path_prefix, NULL, &m) == KILN_OK ? m : NULL;
   return model_load_files(path_prefix, &m) == KILN_OK ? m : NULL;
 }
 
@@ -1282,6 +1292,62 @@ kiln_status model_load_memory(const char *json, size_t json_len, const void *wei
     st = load(&l, json, json_len, "the weights", out);
   loader_free(&l);
   return st;
+}
+
+/* ================================================================ imported graphs */
+
+/* The end of build_model and load for a graph another importer built. */
+kiln_status model_from_graph(const model_parts *p, kiln_model **out) {
+  *out = NULL;
+  loader l = {.fn = p->fn, .path = p->path};
+  kiln_model *m = l.m = kiln_calloc(1, sizeof(kiln_model));
+  if (m) {
+    m->inputs = kiln_calloc((size_t)p->n_inputs + 1, sizeof(model_value));
+    m->outputs = kiln_calloc((size_t)p->n_outputs + 1, sizeof(model_value));
+  }
+  kiln_status st = m && m->inputs && m->outputs ? KILN_OK : failf(&l, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  for (int i = 0; i < p->n_inputs && st == KILN_OK; i++) {
+    const kiln_model_value *d = &p->inputs[i];
+    if (!(m->inputs[i].name = dup_n(d->name, strlen(d->name)))) st = failf(&l, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    m->n_inputs = i + 1;
+    m->inputs[i].dtype = d->dtype;
+    m->inputs[i].ndim = d->ndim;
+    memcpy(m->inputs[i].shape, d->shape, sizeof(int64_t) * (size_t)d->ndim);
+  }
+  for (int k = 0; k < p->n_outputs && st == KILN_OK; k++) {
+    model_value *v = &m->outputs[k];
+    if (!(v->name = dup_n(p->output_names[k], strlen(p->output_names[k]))))
+      st = failf(&l, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    m->n_outputs = k + 1;
+    v->dtype = kiln_tensor_dtype(p->outputs[k]);
+    v->ndim = kiln_tensor_ndim(p->outputs[k]);
+    memcpy(v->shape, kiln_tensor_shape(p->outputs[k]), sizeof(int64_t) * (size_t)v->ndim);
+  }
+  if (st == KILN_OK) st = mark_unknown_outputs(&l, p->graph, p->n_outputs, p->outputs);
+  if (st == KILN_OK) {
+    kiln_compile_options o = kiln_compile_options_default();
+    m->plan = kiln_graph_compile(p->graph, p->n_outputs, p->outputs, &o);
+    if (!m->plan) st = failf(&l, kiln_last_status(), "compiling: %s", kiln_last_error());
+  }
+  if (st != KILN_OK) {
+    kiln_model_free(m);
+    return st;
+  }
+  for (int id = 0; id < KILN_OP_COUNT; id++)
+    if ((m->op_count[id] = p->op_count[id])) {
+      m->kinds[m->n_kinds++] = (kiln_op_id)id;
+      m->stats.nodes += m->op_count[id];
+    }
+  qsort(m->kinds, (size_t)m->n_kinds, sizeof(kiln_op_id), kind_order);
+  m->flops = p->flops;
+  m->stats.parameters = p->parameters;
+  m->stats.parameter_elements = p->parameter_elements;
+  m->stats.parameter_bytes = p->parameter_bytes;
+  kiln_plan_stats ps = kiln_plan_get_stats(m->plan);
+  m->stats.steps = ps.steps;
+  m->stats.arena_bytes = ps.arena_bytes;
+  *out = m;
+  return KILN_OK;
 }
 
 /* ================================================================ use */

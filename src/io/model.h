@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kiln.h"
+#include "ops/op.h"
 
 /* kiln_model_load, returning its status: *out is the model, or NULL on
  * failure. */
@@ -22,5 +23,34 @@ kiln_status model_load_files(const char *path_prefix, kiln_model **out);
  * input bounded with it. On failure *out is NULL. */
 kiln_status model_load_memory(const char *json, size_t json_len, const void *weights, size_t weights_len,
                               const char *name, int64_t max_value_bytes, kiln_model **out);
+
+/* ---------------------------------------------------------------- importers
+ * What an importer of another format (src/io/onnx.c) needs to make a
+ * kiln_model of a graph it built through the ops: the model then runs and
+ * answers introspection exactly as a native one. */
+
+/* The FLOPs of one op call by the rules of kiln_model_flops, for a call its
+ * op's inference accepted. */
+int64_t model_node_flops(kiln_op_id id, int n_in, kiln_tensor *const *in, const kiln_attr_value *attrs,
+                         kiln_tensor *const *out);
+
+typedef struct {
+  const char *fn, *path; /* for messages: "fn: path: ..." */
+  kiln_graph *graph;
+  int n_inputs; /* the graph's inputs, in the order they were made; -1 dims unknown */
+  const kiln_model_value *inputs;
+  int n_outputs; /* 1 to 64 values of graph (not bound tensors), and their names */
+  kiln_tensor *const *outputs;
+  const char *const *output_names;
+  const int *op_count; /* KILN_OP_COUNT entries: the op nodes the import made, by op */
+  int64_t flops;
+  int parameters; /* the tensors the graph binds, as kiln_model_stats reports them */
+  int64_t parameter_elements, parameter_bytes;
+} model_parts;
+
+/* Compiles parts.graph with the default options into *out (NULL on
+ * failure, with a message prefixed by "fn: path: "). Copies what it keeps;
+ * the caller still owns parts' arrays and the graph. */
+kiln_status model_from_graph(const model_parts *parts, kiln_model **out);
 
 #endif
