@@ -692,11 +692,13 @@ static void printer_truncation_and_failure(void **state) {
 /* A counting allocator: live allocations must return to the baseline, which
  * proves release without relying on LSan (so Release builds check it too). */
 static atomic_long live_allocs; /* engine workers free storage too */
+static atomic_long alloc_calls;
 static void *count_alloc(size_t size, size_t align, void *user) {
   (void)user;
   void *p = NULL;
   if (posix_memalign(&p, align, size ? size : 1) != 0) return NULL;
   live_allocs++;
+  alloc_calls++;
   return p;
 }
 static void count_free(void *p, void *user) {
@@ -735,6 +737,34 @@ static void scopes_release_everything(void **state) {
   assert_int_equal(live_allocs, base);
   kiln_waitall(); /* memory the old allocator gave must go back to it */
   kiln_set_allocator(NULL, NULL, NULL);
+}
+
+/* A full block cache makes room for a freed block by freeing its oldest:
+ * a cache full of sizes no longer asked for (an evaluation's, the last
+ * batch of an epoch's) used to refuse every new block, so each later
+ * allocation of the sizes in use went back to the allocator. */
+static void block_cache_makes_room(void **state) {
+  (void)state;
+  kiln_waitall(); /* memory the old allocator gave must go back to it */
+  kiln_set_allocator(count_alloc, count_free, NULL);
+  long base = live_allocs;
+  enum { STALE = 300 }; /* more than the cache holds */
+  void *stale[STALE];
+  size_t sizes[STALE];
+  for (int i = 0; i < STALE; i++) stale[i] = kiln_alloc_block(1024 + 64 * (size_t)i, &sizes[i]);
+  for (int i = 0; i < STALE; i++) kiln_free_block(stale[i], sizes[i]);
+  size_t got;
+  void *block = kiln_alloc_block(100000, &got);
+  assert_non_null(block);
+  kiln_free_block(block, got);
+  long calls = alloc_calls;
+  size_t again;
+  void *reused = kiln_alloc_block(100000, &again);
+  assert_ptr_equal(reused, block); /* from the cache */
+  assert_int_equal(alloc_calls, calls);
+  kiln_free_block(reused, again);
+  kiln_set_allocator(NULL, NULL, NULL); /* empties the cache through count_free */
+  assert_int_equal(live_allocs, base);
 }
 
 static void scopes_keep_and_nest(void **state) {
@@ -1086,6 +1116,7 @@ int main(void) {
       cmocka_unit_test(printer_truncation_and_failure),
       cmocka_unit_test(scopes_release_everything),
       cmocka_unit_test(scopes_keep_and_nest),
+      cmocka_unit_test(block_cache_makes_room),
       cmocka_unit_test(random_philox_known_answer),
       cmocka_unit_test(random_uniform_exact_values),
       cmocka_unit_test(random_moments),
