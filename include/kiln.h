@@ -75,6 +75,9 @@ KILN_API const char *kiln_last_error(void);
 /* The status that message came with: what a call that returns NULL on
  * failure (kiln_model_load, kiln_graph_compile) failed with. */
 KILN_API kiln_status kiln_last_status(void);
+/* The library's version, "MAJOR.MINOR.PATCH": the one linked, which a
+ * program's headers may not match. */
+KILN_API const char *kiln_version(void);
 
 /* Allocation goes through one hook so tests can inject failures. Passing NULL
  * restores the default (aligned malloc). Not thread-safe against concurrent

@@ -170,6 +170,7 @@ static void null_arguments(void **state) {
   assert_int_equal(kiln_tensor_item(NULL, &v), KILN_ERR_INVALID_ARGUMENT);
   assert_int_equal(kiln_tensor_copy_to(NULL, buf, sizeof buf), KILN_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(kiln_last_error(), "NULL"));
+  assert_string_equal(kiln_version(), KILN_TEST_PROJECT_VERSION);
   /* A call that returns NULL leaves its status beside its message. */
   assert_null(kiln_model_load("/nonexistent/model"));
   assert_int_equal(kiln_last_status(), KILN_ERR_IO);

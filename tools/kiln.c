@@ -790,7 +790,7 @@ int main(int argc, char **argv) {
     fputs(main_help, stdout);
     rc = 0;
   } else if (!strcmp(argv[1], "--version")) {
-    printf("kiln %s\n", KILN_PROJECT_VERSION);
+    printf("kiln %s\n", kiln_version());
     rc = 0;
   }
   for (size_t c = 0; rc < 0 && c < sizeof commands / sizeof commands[0]; c++)

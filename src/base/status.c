@@ -29,6 +29,7 @@ static _Thread_local char last_error[KILN_ERROR_MAX];
 static _Thread_local kiln_status last_status;
 
 const char *kiln_last_error(void) { return last_error; }
+const char *kiln_version(void) { return KILN_VERSION_STRING; }
 kiln_status kiln_last_status(void) { return last_status; }
 
 void kiln_error_clear(void) {
