@@ -18,6 +18,12 @@
 kiln_status kiln_errorf(kiln_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 kiln_status kiln_verrorf(kiln_status status, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void kiln_error_clear(void);
+/* A string from outside (a name in a file) as it goes into a message: cut
+ * at 64 bytes on a UTF-8 boundary with "..." after, control bytes as '?',
+ * so a hostile name cannot fill a message or put raw control bytes in it.
+ * buf holds KILN_PRINTABLE_MAX bytes. */
+#define KILN_PRINTABLE_MAX 80
+const char *kiln_printable(char *buf, const char *s, size_t len);
 
 /* All allocations go through the hook set by kiln_set_allocator. Memory is
  * aligned to at least KILN_ALIGN bytes. kiln_alloc(0) returns a valid unique

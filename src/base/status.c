@@ -55,6 +55,19 @@ kiln_status kiln_errorf(kiln_status status, const char *fmt, ...) {
   return status;
 }
 
+const char *kiln_printable(char *buf, const char *s, size_t len) {
+  size_t n = len < 64 ? len : 64;
+  if (n < len)
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+  for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+  if (n < len) {
+    memcpy(buf + n, "...", 3);
+    n += 3;
+  }
+  buf[n] = '\0';
+  return buf;
+}
+
 char *kiln_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
   size_t used = 0;
   if (cap == 0) return buf;

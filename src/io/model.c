@@ -41,20 +41,6 @@
 /* A plan step takes at most this many inputs and outputs (compile.c). */
 #define MAX_NODE_VALUES 64
 
-/* A name as it goes into a message; buf holds NAME_TEXT bytes. */
-#define NAME_TEXT 80
-static const char *printable(char *buf, const char *s, size_t len) {
-  size_t n = len < 64 ? len : 64;
-  if (n < len)
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
-  for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-  if (n < len) {
-    memcpy(buf + n, "...", 3);
-    n += 3;
-  }
-  buf[n] = '\0';
-  return buf;
-}
 
 static bool dtype_from_name(const char *s, size_t len, kiln_dtype *out) {
   for (int d = 0; d < KILN_DTYPE_COUNT; d++) {
@@ -563,11 +549,11 @@ static kiln_status check_keys(const loader *l, const char *where, const json_val
   if (json_type_of(obj) != JSON_OBJECT)
     return failf(l, KILN_ERR_CORRUPT, "%s is %s, not an object", where, type_of(obj));
   size_t dup;
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   if (json_object_duplicate(obj, &dup)) {
     size_t len;
     const char *key = json_object_key(obj, dup, &len);
-    return failf(l, KILN_ERR_CORRUPT, "%s has the key '%s' twice", where, printable(nm, key, len));
+    return failf(l, KILN_ERR_CORRUPT, "%s has the key '%s' twice", where, kiln_printable(nm, key, len));
   }
   for (size_t i = 0; i < json_object_size(obj); i++) {
     size_t len;
@@ -575,7 +561,7 @@ static kiln_status check_keys(const loader *l, const char *where, const json_val
     bool known = false;
     for (int k = 0; k < n_allowed && !known; k++)
       known = strlen(allowed[k]) == len && memcmp(allowed[k], key, len) == 0;
-    if (!known) return failf(l, KILN_ERR_CORRUPT, "%s has an unknown key '%s'", where, printable(nm, key, len));
+    if (!known) return failf(l, KILN_ERR_CORRUPT, "%s has an unknown key '%s'", where, kiln_printable(nm, key, len));
   }
   for (int k = 0; k < n_required; k++)
     if (!json_object_get(obj, allowed[k])) return failf(l, KILN_ERR_CORRUPT, "%s has no '%s'", where, allowed[k]);
@@ -595,12 +581,12 @@ static kiln_status get_name(const loader *l, const char *where, const char *key,
 static kiln_status get_dtype(const loader *l, const char *where, const json_value *v, kiln_dtype *out) {
   size_t len;
   const char *s = json_string(v, &len);
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   if (!s) return failf(l, KILN_ERR_CORRUPT, "%s: dtype is %s, not a string", where, type_of(v));
   if (!dtype_from_name(s, len, out))
     return failf(l, KILN_ERR_UNSUPPORTED,
                  "%s: dtype '%s' is not a kiln dtype (float32, float64, int32, int64, uint8, bool)", where,
-                 printable(nm, s, len));
+                 kiln_printable(nm, s, len));
   return KILN_OK;
 }
 
@@ -638,9 +624,9 @@ static kiln_status check_unique(const loader *l, const char *what, name_ref *nam
   for (int i = 1; i < n; i++) {
     const name_ref *a = &names[i - 1], *b = &names[i];
     if (a->len == b->len && memcmp(a->name, b->name, a->len) == 0) {
-      char nm[NAME_TEXT];
+      char nm[KILN_PRINTABLE_MAX];
       return failf(l, KILN_ERR_CORRUPT, "%s[%d] has the name '%s' of %s[%d]", what, b->index,
-                   printable(nm, b->name, b->len), what, a->index);
+                   kiln_printable(nm, b->name, b->len), what, a->index);
     }
   }
   return KILN_OK;
@@ -652,8 +638,8 @@ static kiln_status get_decl(const loader *l, const char *where, const json_value
   static const char *const keys[] = {"name", "dtype", "shape"};
   kiln_status st = check_keys(l, where, v, keys, 3, 3);
   if (st == KILN_OK) st = get_name(l, where, "name", json_object_get(v, "name"), &d->name, &d->len);
-  char full[192], nm[NAME_TEXT];
-  snprintf(full, sizeof full, "%s ('%s')", where, st == KILN_OK ? printable(nm, d->name, d->len) : "");
+  char full[192], nm[KILN_PRINTABLE_MAX];
+  snprintf(full, sizeof full, "%s ('%s')", where, st == KILN_OK ? kiln_printable(nm, d->name, d->len) : "");
   if (st == KILN_OK) st = get_dtype(l, full, json_object_get(v, "dtype"), &d->dtype);
   if (st == KILN_OK)
     st = get_ints(l, full, "shape", json_object_get(v, "shape"), KILN_MAX_DIMS, unknown_dims ? -1 : 0, &d->ndim,
@@ -695,10 +681,10 @@ static kiln_status check_header(const loader *l, const json_value *root) {
   if (st != KILN_OK) return st;
   size_t len;
   const char *format = json_string(json_object_get(root, "format"), &len);
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   if (!format || len != strlen(FORMAT_NAME) || memcmp(format, FORMAT_NAME, len) != 0)
     return failf(l, KILN_ERR_CORRUPT, "format is %s%s%s, not \"" FORMAT_NAME "\": not a kiln model", format ? "'" : "",
-                 format ? printable(nm, format, len) : type_of(json_object_get(root, "format")), format ? "'" : "");
+                 format ? kiln_printable(nm, format, len) : type_of(json_object_get(root, "format")), format ? "'" : "");
   int64_t version;
   if (json_get_int64(json_object_get(root, "version"), &version) != JSON_INT_OK)
     return failf(l, KILN_ERR_CORRUPT, "version is not an integer");
@@ -714,20 +700,20 @@ static kiln_status match_parameters(loader *l, const char *st_path) {
   l->st_of_param = kiln_calloc((size_t)l->n_params + 1, sizeof(int));
   if (!l->st_of_param) return failf(l, KILN_ERR_OUT_OF_MEMORY, "out of memory");
   for (int p = 0; p < l->n_params; p++) l->st_of_param[p] = -1;
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   for (int i = 0; i < l->n_st; i++) {
     const char *name = l->st_names[i];
     int p = name_find(l->param_names, l->n_params, name, strlen(name));
     if (p < 0)
       return failf(l, KILN_ERR_CORRUPT, "%s holds a tensor '%s' that the model does not declare", st_path,
-                   printable(nm, name, strlen(name)));
+                   kiln_printable(nm, name, strlen(name)));
     l->st_of_param[p] = i;
     const decl *d = &l->params[p];
     const kiln_tensor *t = l->st_tensors[i];
     if (t->dtype != d->dtype || t->ndim != d->ndim || memcmp(t->shape, d->shape, sizeof(int64_t) * (size_t)d->ndim)) {
       char want[KILN_SHAPE_STR_MAX], got[KILN_SHAPE_STR_MAX];
       return failf(l, t->dtype != d->dtype ? KILN_ERR_DTYPE : KILN_ERR_SHAPE,
-                   "parameter '%s' is declared %s %s, but %s holds %s %s", printable(nm, d->name, d->len),
+                   "parameter '%s' is declared %s %s, but %s holds %s %s", kiln_printable(nm, d->name, d->len),
                    kiln_dtype_name(d->dtype), kiln_shape_str(want, sizeof want, d->ndim, d->shape), st_path,
                    kiln_dtype_name(t->dtype), kiln_shape_str(got, sizeof got, t->ndim, t->shape));
     }
@@ -735,7 +721,7 @@ static kiln_status match_parameters(loader *l, const char *st_path) {
   for (int p = 0; p < l->n_params; p++)
     if (l->st_of_param[p] < 0)
       return failf(l, KILN_ERR_CORRUPT, "parameter '%s' is not in %s",
-                   printable(nm, l->params[p].name, l->params[p].len), st_path);
+                   kiln_printable(nm, l->params[p].name, l->params[p].len), st_path);
   return KILN_OK;
 }
 
@@ -761,14 +747,14 @@ static kiln_status get_ref(const loader *l, const char *where, const char *what,
 
 static kiln_status get_attrs(const loader *l, const char *where, const kiln_op_def *def, const json_value *v,
                              kiln_attr_value *attrs) {
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   if (json_type_of(v) != JSON_OBJECT)
     return failf(l, KILN_ERR_CORRUPT, "%s: attrs is %s, not an object", where, type_of(v));
   size_t dup;
   if (json_object_duplicate(v, &dup)) {
     size_t len;
     const char *key = json_object_key(v, dup, &len);
-    return failf(l, KILN_ERR_CORRUPT, "%s: attribute '%s' is given twice", where, printable(nm, key, len));
+    return failf(l, KILN_ERR_CORRUPT, "%s: attribute '%s' is given twice", where, kiln_printable(nm, key, len));
   }
   for (size_t i = 0; i < json_object_size(v); i++) {
     size_t len;
@@ -782,7 +768,7 @@ static kiln_status get_attrs(const loader *l, const char *where, const kiln_op_d
       for (int j = 0; j < def->n_attrs && used < sizeof known; j++)
         used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "", def->attrs[j].name);
       return failf(l, KILN_ERR_CORRUPT, "%s: %s has no attribute '%s' (%s%s)", where, def->name,
-                   printable(nm, key, len), def->n_attrs ? "it has " : "it has none", known);
+                   kiln_printable(nm, key, len), def->n_attrs ? "it has " : "it has none", known);
     }
     const char *name = def->attrs[k].name;
     switch (def->attrs[k].type) {
@@ -904,7 +890,7 @@ int64_t model_node_flops(kiln_op_id id, int n_in, kiln_tensor *const *in, const 
 
 /* One element of "nodes": its values in l->outs[i]. */
 static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_tensor *const *graph_inputs) {
-  char where[192], nm[NAME_TEXT];
+  char where[192], nm[KILN_PRINTABLE_MAX];
   snprintf(where, sizeof where, "nodes[%zu]", i);
   if (json_type_of(v) != JSON_OBJECT) return failf(l, KILN_ERR_CORRUPT, "%s is %s, not an object", where, type_of(v));
   const json_value *input = json_object_get(v, "input"), *par = json_object_get(v, "parameter");
@@ -918,11 +904,11 @@ static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_ten
     int d = name_find(input ? l->input_names : l->param_names, input ? l->n_inputs : l->n_params, name, len);
     if (d < 0)
       return failf(l, KILN_ERR_CORRUPT, "%s: %s '%s' is not declared in \"%s\"", where, input ? "input" : "parameter",
-                   printable(nm, name, len), input ? "inputs" : "parameters");
+                   kiln_printable(nm, name, len), input ? "inputs" : "parameters");
     decl *dc = input ? &l->inputs[d] : &l->params[d];
     if (dc->used)
       return failf(l, KILN_ERR_CORRUPT, "%s: %s '%s' has a node already", where, input ? "input" : "parameter",
-                   printable(nm, name, len));
+                   kiln_printable(nm, name, len));
     dc->used = true;
     l->outs[i] = kiln_calloc(1, sizeof(kiln_tensor *));
     if (!l->outs[i]) return failf(l, KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", where);
@@ -936,7 +922,7 @@ static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_ten
   size_t len = 0, op_len = 0;
   if (st == KILN_OK) st = get_name(l, where, "name", json_object_get(v, "name"), &name, &len);
   if (st != KILN_OK) return st;
-  snprintf(where, sizeof where, "nodes[%zu] ('%s')", i, printable(nm, name, len));
+  snprintf(where, sizeof where, "nodes[%zu] ('%s')", i, kiln_printable(nm, name, len));
   l->node_names[l->n_named++] = (name_ref){name, len, (int)i};
   if ((st = get_name(l, where, "op", json_object_get(v, "op"), &op, &op_len)) != KILN_OK) return st;
   const kiln_op_def *def = NULL;
@@ -945,7 +931,7 @@ static kiln_status build_node(loader *l, size_t i, const json_value *v, kiln_ten
     const kiln_op_def *d = kiln_op_get((kiln_op_id)k);
     if (strlen(d->name) == op_len && memcmp(d->name, op, op_len) == 0) def = d, id = (kiln_op_id)k;
   }
-  if (!def) return failf(l, KILN_ERR_UNSUPPORTED, "%s: op '%s' is not one kiln has", where, printable(nm, op, op_len));
+  if (!def) return failf(l, KILN_ERR_UNSUPPORTED, "%s: op '%s' is not one kiln has", where, kiln_printable(nm, op, op_len));
   const json_value *ins = json_object_get(v, "inputs");
   if (json_type_of(ins) != JSON_ARRAY)
     return failf(l, KILN_ERR_CORRUPT, "%s: inputs is %s, not an array", where, type_of(ins));
@@ -1103,8 +1089,8 @@ static kiln_status build_model(loader *l, const json_value *root) {
     memcpy(m->inputs[i].shape, d->shape, sizeof d->shape);
     kiln_tensor *t = kiln_graph_input(g, m->inputs[i].name, d->dtype, d->ndim, d->shape);
     if (kiln_tensor_status(t) != KILN_OK) {
-      char nm[NAME_TEXT];
-      st = failf(l, kiln_tensor_status(t), "inputs[%d] ('%s'): %s", i, printable(nm, d->name, d->len),
+      char nm[KILN_PRINTABLE_MAX];
+      st = failf(l, kiln_tensor_status(t), "inputs[%d] ('%s'): %s", i, kiln_printable(nm, d->name, d->len),
                  kiln_tensor_error(t));
       break;
     }
@@ -1120,9 +1106,9 @@ static kiln_status build_model(loader *l, const json_value *root) {
   if (st == KILN_OK) st = check_unique(l, "nodes", l->node_names, l->n_named);
   for (int p = 0; p < l->n_params && st == KILN_OK; p++)
     if (!l->params[p].used) {
-      char nm[NAME_TEXT];
+      char nm[KILN_PRINTABLE_MAX];
       st = failf(l, KILN_ERR_CORRUPT, "parameter '%s' is declared but no node uses it",
-                 printable(nm, l->params[p].name, l->params[p].len));
+                 kiln_printable(nm, l->params[p].name, l->params[p].len));
     }
   kiln_tensor *out[MAX_NODE_VALUES];
   name_ref *out_names = st == KILN_OK ? kiln_calloc(n_outputs, sizeof(name_ref)) : NULL;

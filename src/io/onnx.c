@@ -288,17 +288,8 @@ typedef struct {
 
 static const char *str(const char *s) { return s ? s : ""; }
 
-/* A name as it goes into a message: cut, control bytes replaced. */
-#define NAME_TEXT 80
-static const char *printable(char *buf, const char *s) {
-  size_t len = strlen(str(s)), n = len < 64 ? len : 64;
-  for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-  if (n < len)
-    memcpy(buf + n, "...", 4);
-  else
-    buf[n] = '\0';
-  return buf;
-}
+/* A name from the file as it goes into a message (kiln_printable). */
+static const char *printable(char *buf, const char *s) { return kiln_printable(buf, str(s), strlen(str(s))); }
 
 static kiln_status failf(const importer *im, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -513,11 +504,9 @@ static kiln_status check_string(const node_ctx *n, const char *name, const char 
   if (attr_type(a) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING) return bad_type(n, name, "a string");
   for (int i = 0; allowed[i]; i++)
     if (a->s.len == strlen(allowed[i]) && memcmp(a->s.data, allowed[i], a->s.len) == 0) return KILN_OK;
-  char v[NAME_TEXT], buf[NAME_TEXT];
-  size_t len = a->s.len < NAME_TEXT - 1 ? a->s.len : NAME_TEXT - 1;
-  if (len) memcpy(buf, a->s.data, len);
-  buf[len] = '\0';
-  return nfail(n, KILN_ERR_UNSUPPORTED, "attribute %s='%s' is not supported", name, printable(v, buf));
+  char v[KILN_PRINTABLE_MAX];
+  return nfail(n, KILN_ERR_UNSUPPORTED, "attribute %s='%s' is not supported", name,
+               kiln_printable(v, (const char *)a->s.data, a->s.len));
 }
 
 static bool string_is(const node_ctx *n, const char *name, const char *v) {
@@ -536,7 +525,7 @@ static kiln_status static_values(node_ctx *n, int k, int max, int64_t *iv, doubl
   if (symbolic(t)) {
     for (int i = 0; i < im->n_inputs; i++)
       if (im->inputs[i] == t && im->opt && im->opt->needed_input) *im->opt->needed_input = im->input_index[i];
-    char nm[NAME_TEXT];
+    char nm[KILN_PRINTABLE_MAX];
     return nfail(n, KILN_ERR_UNSUPPORTED,
                  "input %d ('%s') must be known when the model is loaded (kiln compiles static "
                  "graphs), but it is computed at run time",
@@ -1778,7 +1767,7 @@ static kiln_status h_constant(node_ctx *n) {
   else if (strcmp(name, "value_ints") == 0 && type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)
     n->out[0] = kiln_from_data(KILN_I64, 1, (int64_t[]){(int64_t)a->n_ints}, a->n_ints ? a->ints : &a->i);
   else {
-    char nm[NAME_TEXT];
+    char nm[KILN_PRINTABLE_MAX];
     return nfail(n, KILN_ERR_UNSUPPORTED, "attribute '%s' (of type %d)", printable(nm, name), type);
   }
   return KILN_OK;
@@ -2441,7 +2430,7 @@ static bool listed(const char *list, const char *name) {
 static kiln_status import_node(importer *im, size_t i, const Onnx__NodeProto *node) {
   node_ctx *n = kiln_calloc(1, sizeof(node_ctx));
   if (!n) return failf(im, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-  char nm[NAME_TEXT], ty[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX], ty[KILN_PRINTABLE_MAX];
   n->im = im, n->node = node, n->index = i;
   snprintf(n->where, sizeof n->where, "node %zu ('%s', %s)", i, printable(nm, node->name),
            printable(ty, node->op_type));
@@ -2500,7 +2489,7 @@ static kiln_status import_node(importer *im, size_t i, const Onnx__NodeProto *no
 /* A graph input's type: a tensor of a kiln dtype and a known rank. */
 static kiln_status input_decl(importer *im, size_t i, const Onnx__ValueInfoProto *vi, kiln_model_value *d,
                               int64_t *shape) {
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   const char *name = printable(nm, vi->name);
   const Onnx__TypeProto *tp = vi->type;
   if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
@@ -2548,7 +2537,7 @@ static kiln_status import_graph(importer *im, const Onnx__ModelProto *mp) {
   kiln_status st = im->values && im->inputs && im->input_index && decls && shapes
                        ? KILN_OK
                        : failf(im, KILN_ERR_OUT_OF_MEMORY, "out of memory for %zu values", n_values);
-  char nm[NAME_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   /* Initializers first: a graph input of the same name is its default,
    * which kiln takes as a constant. Options' constants override both. */
   int64_t budget = im->max_value_bytes > 0 ? im->max_value_bytes : -1;

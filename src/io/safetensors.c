@@ -51,23 +51,6 @@ static const char *st_name_of(kiln_dtype dt) {
   return NULL;
 }
 
-/* A name (or any decoded JSON string) as it goes into a message: cut at 64
- * bytes on a UTF-8 boundary, control bytes as '?', so one hostile name
- * cannot fill the message or put raw control bytes in it. buf holds at
- * least NAME_MAX_TEXT bytes. */
-#define NAME_MAX_TEXT 80
-static const char *printable(char *buf, const char *s, size_t len) {
-  size_t n = len < 64 ? len : 64;
-  if (n < len)
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
-  for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-  if (n < len) {
-    memcpy(buf + n, "...", 3);
-    n += 3;
-  }
-  buf[n] = '\0';
-  return buf;
-}
 
 /* ------------------------------------------------------------ header checks */
 
@@ -89,12 +72,12 @@ typedef struct {
 static kiln_status entry_fail(const st_ctx *c, const st_entry *e, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static kiln_status entry_fail(const st_ctx *c, const st_entry *e, kiln_status st, const char *fmt, ...) {
-  char what[KILN_ERROR_MAX], nm[NAME_MAX_TEXT];
+  char what[KILN_ERROR_MAX], nm[KILN_PRINTABLE_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  return kiln_errorf(st, "%s: %s: tensor '%s': %s", c->fn, c->path, printable(nm, e->name, e->name_len), what);
+  return kiln_errorf(st, "%s: %s: tensor '%s': %s", c->fn, c->path, kiln_printable(nm, e->name, e->name_len), what);
 }
 
 static kiln_status check_dtype(const st_ctx *c, st_entry *e, const json_value *v) {
@@ -110,8 +93,8 @@ static kiln_status check_dtype(const st_ctx *c, st_entry *e, const json_value *v
     if (strlen(st_foreign_dtypes[i]) == len && memcmp(st_foreign_dtypes[i], s, len) == 0)
       return entry_fail(c, e, KILN_ERR_UNSUPPORTED,
                         "dtype %s is not supported (kiln reads F32, F64, I32, I64, U8, BOOL)", st_foreign_dtypes[i]);
-  char d[NAME_MAX_TEXT];
-  return entry_fail(c, e, KILN_ERR_CORRUPT, "unknown dtype '%s'", printable(d, s, len));
+  char d[KILN_PRINTABLE_MAX];
+  return entry_fail(c, e, KILN_ERR_CORRUPT, "unknown dtype '%s'", kiln_printable(d, s, len));
 }
 
 static kiln_status check_shape(const st_ctx *c, st_entry *e, const json_value *v) {
@@ -207,10 +190,10 @@ static kiln_status check_entry(const st_ctx *c, st_entry *e, const json_value *v
     return entry_fail(c, e, KILN_ERR_CORRUPT, "the entry is %s, not an object", json_type_name(json_type_of(v)));
   size_t dup;
   if (json_object_duplicate(v, &dup)) {
-    char k[NAME_MAX_TEXT];
+    char k[KILN_PRINTABLE_MAX];
     size_t len;
     const char *key = json_object_key(v, dup, &len);
-    return entry_fail(c, e, KILN_ERR_CORRUPT, "key '%s' appears twice", printable(k, key, len));
+    return entry_fail(c, e, KILN_ERR_CORRUPT, "key '%s' appears twice", kiln_printable(k, key, len));
   }
   for (size_t i = 0; i < json_object_size(v); i++) {
     size_t len;
@@ -218,9 +201,9 @@ static kiln_status check_entry(const st_ctx *c, st_entry *e, const json_value *v
     bool known = false;
     for (size_t j = 0; j < 3; j++) known |= strlen(entry_keys[j]) == len && memcmp(entry_keys[j], key, len) == 0;
     if (!known) {
-      char k[NAME_MAX_TEXT];
+      char k[KILN_PRINTABLE_MAX];
       return entry_fail(c, e, KILN_ERR_CORRUPT, "unknown key '%s' (an entry has exactly dtype, shape, data_offsets)",
-                        printable(k, key, len));
+                        kiln_printable(k, key, len));
     }
   }
   for (size_t j = 0; j < 3; j++)
@@ -236,19 +219,19 @@ static kiln_status check_metadata(const st_ctx *c, const json_value *v) {
   if (json_type_of(v) != JSON_OBJECT)
     return kiln_errorf(KILN_ERR_CORRUPT, "%s: %s: __metadata__ is %s, not an object of strings", c->fn, c->path,
                        json_type_name(json_type_of(v)));
-  char k[NAME_MAX_TEXT];
+  char k[KILN_PRINTABLE_MAX];
   size_t dup, len;
   if (json_object_duplicate(v, &dup)) {
     const char *key = json_object_key(v, dup, &len);
     return kiln_errorf(KILN_ERR_CORRUPT, "%s: %s: __metadata__ key '%s' appears twice", c->fn, c->path,
-                       printable(k, key, len));
+                       kiln_printable(k, key, len));
   }
   for (size_t i = 0; i < json_object_size(v); i++) {
     const json_value *x = json_object_value(v, i);
     if (json_type_of(x) != JSON_STRING) {
       const char *key = json_object_key(v, i, &len);
       return kiln_errorf(KILN_ERR_CORRUPT, "%s: %s: __metadata__ value '%s' is %s, not a string", c->fn, c->path,
-                         printable(k, key, len), json_type_name(json_type_of(x)));
+                         kiln_printable(k, key, len), json_type_name(json_type_of(x)));
     }
   }
   return KILN_OK;
@@ -271,10 +254,10 @@ static kiln_status check_header(const st_ctx *c, const json_value *root, st_entr
                        json_type_name(json_type_of(root)));
   size_t dup;
   if (json_object_duplicate(root, &dup)) {
-    char nm[NAME_MAX_TEXT];
+    char nm[KILN_PRINTABLE_MAX];
     size_t len;
     const char *key = json_object_key(root, dup, &len);
-    return kiln_errorf(KILN_ERR_CORRUPT, "%s: %s: duplicate tensor name '%s'", c->fn, c->path, printable(nm, key, len));
+    return kiln_errorf(KILN_ERR_CORRUPT, "%s: %s: duplicate tensor name '%s'", c->fn, c->path, kiln_printable(nm, key, len));
   }
   size_t members = json_object_size(root);
   if (members > INT_MAX)
@@ -319,10 +302,10 @@ static kiln_status check_header(const st_ctx *c, const json_value *root, st_entr
                       (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)(e->begin - at),
                       (unsigned long long)at, i ? "the previous tensor ends" : "the data buffer starts");
     else if (e->begin < at) {
-      char prev[NAME_MAX_TEXT];
+      char prev[KILN_PRINTABLE_MAX];
       st = entry_fail(c, e, KILN_ERR_CORRUPT, "data_offsets [%llu, %llu] overlap tensor '%s' [%llu, %llu]",
                       (unsigned long long)e->begin, (unsigned long long)e->end,
-                      printable(prev, es[i - 1].name, es[i - 1].name_len), (unsigned long long)es[i - 1].begin,
+                      kiln_printable(prev, es[i - 1].name, es[i - 1].name_len), (unsigned long long)es[i - 1].begin,
                       (unsigned long long)es[i - 1].end);
     }
     if (st != KILN_OK) break;
@@ -570,7 +553,7 @@ static int named_order(const void *x, const void *y) {
 
 static kiln_status check_names(const char *path, int n, const char *const *names, kiln_tensor *const *tensors) {
   static const char fn[] = "kiln_save_safetensors";
-  char nm[NAME_MAX_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   for (int i = 0; i < n; i++) {
     const char *s = names[i];
     if (!s) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s: name %d is NULL", fn, path, i);
@@ -582,7 +565,7 @@ static kiln_status check_names(const char *path, int n, const char *const *names
                          path, i);
     if (!tensors[i])
       return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s: tensor %d ('%s') is NULL", fn, path, i,
-                         printable(nm, s, strlen(s)));
+                         kiln_printable(nm, s, strlen(s)));
   }
   if (n < 2) return KILN_OK;
   named *sorted = kiln_alloc((size_t)n * sizeof *sorted);
@@ -593,7 +576,7 @@ static kiln_status check_names(const char *path, int n, const char *const *names
   for (int i = 1; i < n && st == KILN_OK; i++)
     if (strcmp(sorted[i - 1].name, sorted[i].name) == 0)
       st = kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s: names %d and %d are both '%s'", fn, path,
-                       sorted[i - 1].index, sorted[i].index, printable(nm, sorted[i].name, strlen(sorted[i].name)));
+                       sorted[i - 1].index, sorted[i].index, kiln_printable(nm, sorted[i].name, strlen(sorted[i].name)));
   kiln_free(sorted);
   return st;
 }
@@ -610,13 +593,13 @@ kiln_status kiln_save_safetensors(const char *path, int n, const char *const *na
   if (st != KILN_OK) return st;
 
   /* Every tensor's value first: a failure anywhere leaves path alone. */
-  char nm[NAME_MAX_TEXT];
+  char nm[KILN_PRINTABLE_MAX];
   uint64_t *nbytes = kiln_alloc((size_t)(n ? n : 1) * sizeof *nbytes);
   if (!nbytes) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, path);
   size_t scratch_bytes = 0;
   for (int i = 0; i < n && st == KILN_OK; i++) {
     const kiln_tensor *t = tensors[i];
-    const char *name = printable(nm, names[i], strlen(names[i]));
+    const char *name = kiln_printable(nm, names[i], strlen(names[i]));
     kiln_status ts = kiln_wait_to_read(t);
     if (ts != KILN_OK) {
       st = kiln_errorf(ts, "%s: %s: tensor '%s' carries a failure: %s", fn, path, name, kiln_last_error());
@@ -677,7 +660,7 @@ kiln_status kiln_save_safetensors(const char *path, int n, const char *const *na
           if (cs != KILN_OK) {
             /* The tensors were waited for above, so only another thread
              * failing them since can bring us here. */
-            st = kiln_errorf(cs, "%s: %s: tensor '%s': %s", fn, path, printable(nm, names[i], strlen(names[i])),
+            st = kiln_errorf(cs, "%s: %s: tensor '%s': %s", fn, path, kiln_printable(nm, names[i], strlen(names[i])),
                              kiln_last_error());
             ok = false;
             break;
