@@ -152,29 +152,14 @@ static void reading_a_value_while_tracing_fails(void **state) {
   kiln_block_release(b);
 }
 
-/* d2l's LeNet (no batch norm or dropout, whose training forms do not
- * compile yet) and the MLP, trained 5 SGD steps eagerly and hybridized
+/* d2l's LeNet (tu_lenet: no batch norm or dropout, whose training forms
+ * do not compile yet) and the MLP, trained 5 SGD steps eagerly and hybridized
  * from the same parameters: the same losses and parameters within float32
  * tolerance, the hybridized one through a forward and backward plan. */
-static kiln_block *plain_lenet(void) {
-  kiln_block *net = kiln_nn_sequential();
-  kiln_conv2d_layer_params c1 = kiln_conv2d_layer_params_default(6, 5, 5), c2 = kiln_conv2d_layer_params_default(16, 5, 5);
-  c1.conv.padding[0] = c1.conv.padding[1] = 2;
-  c1.activation = c2.activation = KILN_ACT_RELU;
-  kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
-  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c1));
-  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
-  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c2));
-  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
-  kiln_block_add_child(net, NULL, kiln_nn_dense(120, KILN_ACT_RELU));
-  kiln_block_add_child(net, NULL, kiln_nn_dense(84, KILN_ACT_RELU));
-  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE)), KILN_OK);
-  return net;
-}
 
 static void training_through_plans_equals_eager(void **state) {
   (void)state;
-  kiln_block *(*make[2])(void) = {mlp, plain_lenet};
+  kiln_block *(*make[2])(void) = {mlp, tu_lenet};
   for (int m = 0; m < 2; m++) {
     kiln_block *nets[2] = {make[m](), make[m]()};
     kiln_scope_begin();

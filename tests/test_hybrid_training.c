@@ -39,22 +39,6 @@ static kiln_block *make_mlp(void) {
   return net;
 }
 
-static kiln_block *make_lenet(void) {
-  kiln_block *net = kiln_nn_sequential();
-  kiln_conv2d_layer_params c1 = kiln_conv2d_layer_params_default(6, 5, 5), c2 = kiln_conv2d_layer_params_default(16, 5, 5);
-  c1.conv.padding[0] = c1.conv.padding[1] = 2;
-  c1.activation = c2.activation = KILN_ACT_RELU;
-  kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
-  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c1));
-  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
-  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c2));
-  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
-  kiln_block_add_child(net, NULL, kiln_nn_dense(120, KILN_ACT_RELU));
-  kiln_block_add_child(net, NULL, kiln_nn_dense(84, KILN_ACT_RELU));
-  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE)), KILN_OK);
-  return net;
-}
-
 /* The model inside a block that counts how often its forward function
  * runs: eagerly once per call, hybridized once per trace. */
 static kiln_tensor *counting_forward(kiln_block *self, int n, kiln_tensor *const *in) {
@@ -307,7 +291,7 @@ static void lenet_trains_like_eager(void **state) {
   (void)state;
   kiln_tensor *images, *labels;
   if (!load(&images, &labels)) skip();
-  setup s = {"LeNet", make_lenet, 1500, 128, 2, 0.05};
+  setup s = {"LeNet", tu_lenet, 1500, 128, 2, 0.05};
   trains_like_eager(&s, images, labels);
   kiln_tensor_release(images);
   kiln_tensor_release(labels);
@@ -326,7 +310,7 @@ static void lenet_backward_like_eager(void **state) {
   kiln_tensor *head = tu_random(KILN_F32, 2, TU_SHAPE(128, 10), 5, -1, 1);
   kiln_block *nets[2];
   int runs[2] = {0, 0};
-  twin_models(make_lenet, x, &nets[0], &nets[1], &runs[0], &runs[1]);
+  twin_models(tu_lenet, x, &nets[0], &nets[1], &runs[0], &runs[1]);
   kiln_param_list p[2];
   for (int k = 0; k < 2; k++) assert_int_equal(kiln_block_collect_params(nets[k], &p[k]), KILN_OK);
   for (int from_logits = 0; from_logits < 2; from_logits++) {

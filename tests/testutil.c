@@ -321,3 +321,19 @@ void tu_fail_allocation(long n) {
 long tu_allocations(void) { return atomic_load(&allocations); }
 
 void tu_restore_allocator(void) { kiln_set_allocator(NULL, NULL, NULL); }
+
+kiln_block *tu_lenet(void) {
+  kiln_block *net = kiln_nn_sequential();
+  kiln_conv2d_layer_params c1 = kiln_conv2d_layer_params_default(6, 5, 5), c2 = kiln_conv2d_layer_params_default(16, 5, 5);
+  c1.conv.padding[0] = c1.conv.padding[1] = 2;
+  c1.activation = c2.activation = KILN_ACT_RELU;
+  kiln_pool2d_params pool = kiln_pool2d_params_default(2, 2);
+  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c1));
+  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
+  kiln_block_add_child(net, NULL, kiln_nn_conv2d(&c2));
+  kiln_block_add_child(net, NULL, kiln_nn_max_pool2d(&pool));
+  kiln_block_add_child(net, NULL, kiln_nn_dense(120, KILN_ACT_RELU));
+  kiln_block_add_child(net, NULL, kiln_nn_dense(84, KILN_ACT_RELU));
+  assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE)), KILN_OK);
+  return net;
+}

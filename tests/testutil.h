@@ -83,4 +83,8 @@ void tu_fail_allocation(long n);
 long tu_allocations(void);
 void tu_restore_allocator(void);
 
+/* d2l's LeNet with ReLU and max-pooling, as examples/train_fashion_mnist
+ * builds it (input sizes left to the first forward). */
+kiln_block *tu_lenet(void);
+
 #endif
