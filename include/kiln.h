@@ -980,6 +980,25 @@ KILN_API kiln_tensor *kiln_onnx_load_tensor(const char *path);
  * separated by spaces, into buf[0, cap) (cut to fit, NUL-terminated). */
 KILN_API kiln_status kiln_onnx_op_types(const char *path, char *buf, size_t cap);
 
+/* Export to ONNX (opset 17, IR version 8): the graph kiln_block_export_ex
+ * would write (the block's latest inference call; options as there, NULL
+ * for none, dynamic_batch making dim 0 of every input the dim_param
+ * "batch") as one .onnx file at path, parameters as initializers under
+ * their names. Each kiln op becomes the ONNX op or short composition that
+ * computes the same function (docs/onnx.md, "Export"); an op without one
+ * (random ops, dropout with p > 0, training and gradient ops) fails with
+ * KILN_ERR_UNSUPPORTED naming the op and the node. The file is written
+ * atomically (temporary file, fsync, rename): on any failure the old file,
+ * if any, is left as it was. Also KILN_ERR_INVALID_ARGUMENT (b not
+ * hybridized or without an inference call), KILN_ERR_IO,
+ * KILN_ERR_OUT_OF_MEMORY. Not while a trace is active on the thread. */
+KILN_API kiln_status kiln_block_export_onnx(kiln_block *b, const char *path, const kiln_export_options *options);
+/* The same for a loaded model (native or ONNX): the graph its plan was
+ * compiled from, inputs' unknown dims as dim_params ("batch" for dim 0);
+ * its bound tensors are named "const.N". Not while a trace is active on
+ * the thread. */
+KILN_API kiln_status kiln_model_export_onnx(const kiln_model *m, const char *path);
+
 /* ---------------------------------------------------------------- datasets */
 
 /* Reads an IDX file, the format of MNIST and Fashion-MNIST: two zero bytes,

@@ -4,7 +4,10 @@
  * loader reads them with, and packed to bytes: a dense layer with a
  * dynamic batch (values against loops written here), a Reshape whose shape
  * is an initializer with Transpose and Softmax of opset 11's coerced axis
- * (against a softmax computed here), and one defect per malformed model,
+ * (against a softmax computed here), the shape of a dynamic batch through
+ * Shape, Gather, Unsqueeze and Concat into a Reshape (PyTorch's
+ * x.view(x.size(0), -1)) at two batches, with what must still be refused,
+ * and one defect per malformed model,
  * each giving its status and a message naming the node, op or field, as
  * does each file of the malformed corpus tests/fixtures/bad_onnx/ (written
  * by its make.py from the wire format). */
@@ -333,15 +336,145 @@ static void refuses_what_it_cannot_map(void **state) {
   b_attr(&b, s, "frobnicate", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = 1;
   expect_failure(&b, KILN_ERR_UNSUPPORTED, "attribute 'frobnicate' is not supported");
 
-  /* A folded Shape would go stale at another batch. */
+  /* A folded Shape would go stale at another batch: it may only reach a
+   * Reshape (runtime_shape_into_reshape). */
   b_init(&b, 13, "X", 2, (int64_t[]){-1, 2}, "Y");
   b_node(&b, "Shape", "s", 1, (const char *[]){"X"}, "Y");
-  expect_failure(&b, KILN_ERR_UNSUPPORTED,
-                 "node 0 ('s', Shape): the shape of a value computed from inputs with unknown");
+  expect_failure(&b, KILN_ERR_UNSUPPORTED, "graph output 0 ('Y') is a shape of a value with unknown dims");
+  b_init(&b, 13, "X", 2, (int64_t[]){-1, 2}, "Y");
+  b_node(&b, "Shape", "s", 1, (const char *[]){"X"}, "S");
+  b_node(&b, "Expand", "e", 2, (const char *[]){"X", "S"}, "Y");
+  expect_failure(&b, KILN_ERR_UNSUPPORTED, "node 1 ('e', Expand): input 1 ('S') is a shape of a value with unknown dims");
 
   b_init(&b, 18, "X", 2, (int64_t[]){2, 2}, "Y");
   b_node(&b, "Relu", "r", 1, (const char *[]){"X"}, "Y");
   expect_failure(&b, KILN_ERR_UNSUPPORTED, "opset 18");
+}
+
+static Onnx__NodeProto *b_const_ints(builder *b, const char *out, size_t n, int64_t *v) {
+  Onnx__NodeProto *c = b_node(b, "Constant", out, 0, NULL, out);
+  Onnx__AttributeProto *a = b_attr(b, c, "value_ints", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+  a->n_ints = n, a->ints = v;
+  return c;
+}
+
+/* X [N, 2, 3] -> Reshape(X, Concat(Unsqueeze(Gather(Shape(X), g)), tail)), as
+ * PyTorch writes x.view(x.size(0), -1): the shape is only known at run
+ * time, and the target must follow N at every batch. */
+static void build_view(builder *b, int64_t *g, int64_t *tail, size_t n_tail, bool scalar_index) {
+  static int64_t axes0[1] = {0};
+  b_init(b, 13, "X", 3, (int64_t[]){-1, 2, 3}, "Y");
+  b_node(b, "Shape", "shape", 1, (const char *[]){"X"}, "S");
+  if (scalar_index) {
+    Onnx__NodeProto *c = b_node(b, "Constant", "i", 0, NULL, "I");
+    Onnx__AttributeProto *a = b_attr(b, c, "value_int", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    a->i = *g;
+  } else {
+    b_const_ints(b, "I", 1, g);
+  }
+  b_node(b, "Gather", "gather", 2, (const char *[]){"S", "I"}, "D");
+  b_const_ints(b, "A", 1, axes0);
+  b_node(b, "Unsqueeze", "unsqueeze", 2, (const char *[]){"D", "A"}, "U");
+  b_const_ints(b, "T", n_tail, tail);
+  Onnx__NodeProto *cat = b_node(b, "Concat", "concat", 2, (const char *[]){"U", "T"}, "C");
+  b_attr(b, cat, "axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = 0;
+  b_node(b, "Reshape", "view", 2, (const char *[]){"X", "C"}, "Y");
+}
+
+/* Runs m at batches 1 and 4 on X [N, 2, 3] and checks that Y holds X's
+ * values in order, with the shape [N, want_tail...]. */
+static void check_view(kiln_model *m, int n_tail, const int64_t *want_tail) {
+  for (int64_t batch = 1; batch <= 4; batch += 3) {
+    kiln_scope_begin();
+    float x[24];
+    double want[24];
+    for (int i = 0; i < batch * 6; i++) x[i] = (float)i - 3, want[i] = (double)i - 3;
+    kiln_tensor *in = kiln_from_data(KILN_F32, 3, (int64_t[]){batch, 2, 3}, x), *out;
+    if (kiln_model_run(m, 1, &in, &out) != KILN_OK) fail_msg("batch %lld: %s", (long long)batch, kiln_last_error());
+    assert_int_equal(kiln_tensor_ndim(out), 1 + n_tail);
+    assert_int_equal(kiln_tensor_dim(out, 0), batch);
+    for (int d = 0; d < n_tail; d++) assert_int_equal(kiln_tensor_dim(out, d + 1), want_tail[d]);
+    assert_true(tu_close_values("view", out, want, batch * 6, 0, 0));
+    kiln_scope_end();
+  }
+}
+
+static void runtime_shape_into_reshape(void **state) {
+  (void)state;
+  builder b;
+  kiln_model *m;
+  /* [dim 0 of X, -1]. */
+  static int64_t zero[1] = {0}, minus1[1] = {-1}, three_two[2] = {3, 2}, neg3[1] = {-3};
+  build_view(&b, zero, minus1, 1, true);
+  if (b_load(&b, &m) != KILN_OK) fail_msg("%s", kiln_last_error());
+  kiln_model_value v;
+  assert_int_equal(kiln_model_output(m, 0, &v), KILN_OK);
+  assert_int_equal(v.ndim, 2);
+  assert_int_equal(v.shape[0], -1);
+  check_view(m, 1, (int64_t[]){6});
+  kiln_model_free(m);
+  /* A 1-d index gives [N], which Unsqueeze makes 2-d: no longer a shape. */
+  build_view(&b, zero, minus1, 1, false);
+  expect_failure(&b, KILN_ERR_UNSUPPORTED, "node 4 ('unsqueeze', Unsqueeze): makes a 2-d int64 value of a shape");
+  /* [dim 0 of X (as index -3), 3, 2]. */
+  build_view(&b, neg3, three_two, 2, true);
+  if (b_load(&b, &m) != KILN_OK) fail_msg("%s", kiln_last_error());
+  check_view(m, 2, (int64_t[]){3, 2});
+  kiln_model_free(m);
+  /* Dim 1 of X is declared (2), so a constant: [2, -1] of [N, 2, 3] is
+   * [2, 3N] at every batch, as ONNX defines it. */
+  static int64_t one[1] = {1};
+  build_view(&b, one, minus1, 1, true);
+  if (b_load(&b, &m) != KILN_OK) fail_msg("%s", kiln_last_error());
+  kiln_scope_begin();
+  kiln_tensor *in = kiln_zeros(KILN_F32, 3, (int64_t[]){4, 2, 3}), *out;
+  assert_int_equal(kiln_model_run(m, 1, &in, &out), KILN_OK);
+  assert_int_equal(kiln_tensor_dim(out, 0), 2);
+  assert_int_equal(kiln_tensor_dim(out, 1), 12);
+  kiln_scope_end();
+  kiln_model_free(m);
+  /* N in another place than its own: kiln cannot keep that exact, so it is
+   * refused, naming the node (before, the shape was folded at N = 1). */
+  static int64_t minus1_first[1] = {-1};
+  build_view(&b, zero, minus1_first, 1, true);
+  /* Concat(T, U): [-1, N]. */
+  b.node_in[6][0] = "T", b.node_in[6][1] = "U";
+  expect_failure(&b, KILN_ERR_UNSUPPORTED, "node 7 ('view', Reshape): entry 1 of the shape 'C' is dim 0 of the input");
+  /* The shape through an op that computes with it: refused. */
+  build_view(&b, zero, minus1, 1, true);
+  b.nodes[4].op_type = "Neg", b.nodes[4].n_input = 1;
+  expect_failure(&b, KILN_ERR_UNSUPPORTED, "node 4 ('unsqueeze', Neg): input 0 ('D') is a shape of a value with unknown");
+}
+
+/* ONNX's 0 in a Reshape copies the input's dim: kept (kiln's reshape -2),
+ * not folded at the size the graph is built with (it was, and failed at
+ * other batches). A reshape of that reshape keeps its own input's dims, so
+ * the compiler must not fold the two into one reshape of X (it did: the
+ * output came out [N, 2, 3]). */
+static void reshape_zero_keeps_the_batch(void **state) {
+  (void)state;
+  builder b;
+  static int64_t inner[3] = {0, 3, 2}, outer[3] = {0, 0, -1};
+  b_init(&b, 13, "X", 3, (int64_t[]){-1, 2, 3}, "Y");
+  b_const_ints(&b, "S1", 3, inner);
+  b_node(&b, "Reshape", "r1", 2, (const char *[]){"X", "S1"}, "R");
+  b_const_ints(&b, "S2", 3, outer);
+  b_node(&b, "Reshape", "r2", 2, (const char *[]){"R", "S2"}, "Y");
+  kiln_model *m;
+  if (b_load(&b, &m) != KILN_OK) fail_msg("%s", kiln_last_error());
+  check_view(m, 2, (int64_t[]){3, 2});
+  kiln_model_free(m);
+  /* kiln's reshape itself: -2 is the input's dim in that place. */
+  kiln_scope_begin();
+  kiln_tensor *x = kiln_zeros(KILN_F32, 3, (int64_t[]){2, 3, 4});
+  kiln_tensor *y = kiln_reshape(x, 3, (int64_t[]){-2, -1, 2});
+  assert_true(tu_ok("reshape -2", y));
+  assert_int_equal(kiln_tensor_dim(y, 0), 2);
+  assert_int_equal(kiln_tensor_dim(y, 1), 6);
+  y = kiln_reshape(x, 4, (int64_t[]){-2, -2, -2, -2});
+  assert_int_equal(kiln_tensor_status(y), KILN_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kiln_tensor_error(y), "keeps dim 3 (-2)"));
+  kiln_scope_end();
 }
 
 static void rejects_malformed_models(void **state) {
@@ -480,6 +613,8 @@ int main(void) {
       cmocka_unit_test(unknown_dims_through_a_strided_conv),
       cmocka_unit_test(inputs_fixed_as_constants),
       cmocka_unit_test(refuses_what_it_cannot_map),
+      cmocka_unit_test(runtime_shape_into_reshape),
+      cmocka_unit_test(reshape_zero_keeps_the_batch),
       cmocka_unit_test(rejects_malformed_models),
       cmocka_unit_test(malformed_corpus),
       /* clang-format on */

@@ -185,8 +185,11 @@ static int simplify(pass_state *s) {
       break;
     case KILN_OP_RESHAPE: {
       /* reshape(reshape(y)) is reshape(y) when y is laid out contiguously
-       * (a computed value or an input; the node's own strides then hold). */
-      if (src->kind != GRAPH_OP || src->op != KILN_OP_RESHAPE) break;
+       * (a computed value or an input; the node's own strides then hold),
+       * unless it keeps dims of its input (-2), which are the inner one's. */
+      bool keeps = false;
+      for (int d = 0; d < n->attrs[0].n; d++) keeps = keeps || n->attrs[0].ints[d] == -2;
+      if (src->kind != GRAPH_OP || src->op != KILN_OP_RESHAPE || keeps) break;
       graph_ref y = resolve(s, src->in[0]);
       const graph_node *base = node_at(s, y.node);
       if (base->kind == GRAPH_BOUND || is_view(base)) break;

@@ -181,19 +181,10 @@ static void put_attrs(text *t, const kiln_op_def *def, const kiln_attr_value *a)
 }
 
 /* What the export takes from the graph: which nodes, their new numbers,
- * and the names of the bound tensors. */
-typedef struct {
-  const kiln_graph *g;
-  int n_inputs;      /* the plan's inputs: the first n_inputs input nodes */
-  bool dynamic_batch; /* inputs' dim 0 written unknown */
-  int *index;        /* per graph node: its number in the file, or -1 */
-  char **bound_name; /* per graph node, for bound nodes: owned */
-  int n_bound;
-  kiln_tensor **bound; /* in node order, borrowed */
-  const char **names;  /* the same order */
-} export_state;
+ * and the names of the bound tensors (model.h). */
+typedef model_export_state export_state;
 
-static void export_state_free(export_state *s) {
+void model_export_state_free(export_state *s) {
   for (int i = 0; s->bound_name && i < s->g->n; i++) kiln_free(s->bound_name[i]);
   kiln_free(s->bound_name);
   kiln_free(s->index);
@@ -213,11 +204,12 @@ static bool name_taken(const kiln_param_list *params, const export_state *s, con
  * run takes whether or not they are used) and names the bound tensors:
  * a block parameter by its path, anything else the trace captured as
  * "const.N", N the node's number, made unique against the parameters. */
-static kiln_status export_select(kiln_block *b, const kiln_graph *g, int n_inputs, int n_out, const graph_ref *outs,
-                                 export_state *s) {
-  static const char fn[] = "kiln_block_export";
+static kiln_status export_select(const char *fn, kiln_block *b, const kiln_graph *g, int n_inputs, int n_out,
+                                 const graph_ref *outs, export_state *s) {
   s->g = g;
   s->n_inputs = n_inputs;
+  s->n_out = n_out;
+  s->outs = outs;
   bool *live = kiln_calloc((size_t)g->n + 1, sizeof(bool));
   s->index = kiln_alloc(sizeof(int) * ((size_t)g->n + 1));
   s->bound_name = kiln_calloc((size_t)g->n + 1, sizeof(char *));
@@ -235,8 +227,8 @@ static kiln_status export_select(kiln_block *b, const kiln_graph *g, int n_input
   for (int i = g->n - 1; i >= 0; i--)
     if (live[i])
       for (int k = 0; k < g->nodes[i].n_in; k++) live[g->nodes[i].in[k].node] = true;
-  kiln_param_list params;
-  kiln_status st = kiln_block_collect_params(b, &params);
+  kiln_param_list params = {0};
+  kiln_status st = b ? kiln_block_collect_params(b, &params) : KILN_OK;
   if (st != KILN_OK) {
     kiln_free(live);
     return kiln_errorf(st, "%s: %s", fn, kiln_last_error());
@@ -314,7 +306,7 @@ static atomic_ulong temp_counter;
 
 /* data to path through a temporary file in the same directory, flushed,
  * fsync'd and renamed over path: a reader sees the old file or the new. */
-static kiln_status write_atomic(const char *fn, const char *path, const char *data, size_t len) {
+kiln_status model_write_atomic(const char *fn, const char *path, const void *data, size_t len) {
   size_t cap = strlen(path) + 48;
   char *tmp = kiln_alloc(cap);
   if (!tmp) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, path);
@@ -366,8 +358,7 @@ static char *with_suffix(const char *prefix, const char *suffix) {
  * has that batch as its dim 0. A shape an op fixed when it was traced
  * (reshape to [B, -1]) fails here, named, instead of computing something
  * else at another size. */
-static kiln_status check_dynamic_batch(kiln_graph *g, int n_inputs, int n_out, const graph_ref *outs) {
-  static const char fn[] = "kiln_block_export";
+static kiln_status check_dynamic_batch(const char *fn, kiln_graph *g, int n_inputs, int n_out, const graph_ref *outs) {
   kiln_tensor *probe[64] = {0};
   int *map = kiln_alloc(sizeof(int) * ((size_t)g->n + 1));
   if (!map || n_inputs > 64) {
@@ -413,11 +404,12 @@ kiln_status kiln_block_export(kiln_block *b, const char *path_prefix) {
   return kiln_block_export_ex(b, path_prefix, NULL);
 }
 
-kiln_status kiln_block_export_ex(kiln_block *b, const char *path_prefix, const kiln_export_options *options) {
-  static const char fn[] = "kiln_block_export";
-  if (!b || !path_prefix || !*path_prefix)
-    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s", fn, !b ? "block is NULL" : "path prefix is NULL or empty");
-  kiln_plan *plan = hybrid_inference_plan(b);
+static kiln_plan *model_plan(const kiln_model *m);
+
+kiln_status model_export_select(const char *fn, kiln_block *b, const kiln_model *m, const kiln_export_options *options,
+                                export_state *s) {
+  *s = (export_state){.dynamic_batch = b && options && options->dynamic_batch};
+  kiln_plan *plan = b ? hybrid_inference_plan(b) : model_plan(m);
   if (!plan)
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT,
                        "%s: %s %s: call kiln_block_hybridize, then call the block once outside autograd recording and "
@@ -426,9 +418,19 @@ kiln_status kiln_block_export_ex(kiln_block *b, const char *path_prefix, const k
   int n_out;
   const graph_ref *outs;
   kiln_graph *g = graph_plan_source(plan, &n_out, &outs);
-  export_state s = {.dynamic_batch = options && options->dynamic_batch};
-  kiln_status st = s.dynamic_batch ? check_dynamic_batch(g, kiln_plan_num_inputs(plan), n_out, outs) : KILN_OK;
-  if (st == KILN_OK) st = export_select(b, g, kiln_plan_num_inputs(plan), n_out, outs, &s);
+  kiln_status st = s->dynamic_batch ? check_dynamic_batch(fn, g, kiln_plan_num_inputs(plan), n_out, outs) : KILN_OK;
+  if (st == KILN_OK) st = export_select(fn, b, g, kiln_plan_num_inputs(plan), n_out, outs, s);
+  return st;
+}
+
+kiln_status kiln_block_export_ex(kiln_block *b, const char *path_prefix, const kiln_export_options *options) {
+  static const char fn[] = "kiln_block_export";
+  if (!b || !path_prefix || !*path_prefix)
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: %s", fn, !b ? "block is NULL" : "path prefix is NULL or empty");
+  export_state s;
+  kiln_status st = model_export_select(fn, b, NULL, options, &s);
+  int n_out = s.n_out;
+  const graph_ref *outs = s.outs;
   text t = {0};
   char *json_path = with_suffix(path_prefix, ".kiln.json"), *st_path = with_suffix(path_prefix, ".safetensors");
   if (st == KILN_OK) {
@@ -442,11 +444,11 @@ kiln_status kiln_block_export_ex(kiln_block *b, const char *path_prefix, const k
     st = kiln_save_safetensors(st_path, s.n_bound, s.names, s.bound);
     if (st != KILN_OK) st = kiln_errorf(st, "%s: %s", fn, kiln_last_error());
   }
-  if (st == KILN_OK) st = write_atomic(fn, json_path, t.buf, t.len);
+  if (st == KILN_OK) st = model_write_atomic(fn, json_path, t.buf, t.len);
   kiln_free(json_path);
   kiln_free(st_path);
   kiln_free(t.buf);
-  export_state_free(&s);
+  model_export_state_free(&s);
   return st;
 }
 
@@ -1337,6 +1339,8 @@ kiln_status model_from_graph(const model_parts *p, kiln_model **out) {
 }
 
 /* ================================================================ use */
+
+static kiln_plan *model_plan(const kiln_model *m) { return m->plan; }
 
 void kiln_model_free(kiln_model *m) {
   if (!m) return;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "graph/graph.h"
 #include "kiln.h"
 #include "ops/op.h"
 
@@ -52,5 +53,36 @@ typedef struct {
  * failure, with a message prefixed by "fn: path: "). Copies what it keeps;
  * the caller still owns parts' arrays and the graph. */
 kiln_status model_from_graph(const model_parts *parts, kiln_model **out);
+
+/* ---------------------------------------------------------------- exporters
+ * What the native export selects from a plan's source graph, shared with
+ * the exporters of other formats (src/io/onnx_export.c), so every format
+ * writes the same nodes under the same parameter names. */
+typedef struct {
+  const kiln_graph *g;
+  int n_inputs;       /* the plan's inputs: the first n_inputs input nodes */
+  int n_out;          /* the plan's outputs, values of g */
+  const graph_ref *outs;
+  bool dynamic_batch; /* inputs' dim 0 written unknown (checked first) */
+  int *index;         /* per graph node: its number in the file, or -1 */
+  char **bound_name;  /* per graph node, for bound nodes: owned */
+  int n_bound;
+  kiln_tensor **bound; /* in node order, borrowed */
+  const char **names;  /* the same order */
+} model_export_state;
+
+/* The exported graph of block b's latest inference plan (as
+ * kiln_block_export_ex takes it) or, when b is NULL, of model m's plan
+ * (its bound tensors then named "const.N"). fn prefixes messages. The
+ * graph is borrowed from the plan: b or m must outlive *s. On failure *s
+ * holds nothing to free beyond model_export_state_free. */
+kiln_status model_export_select(const char *fn, kiln_block *b, const kiln_model *m, const kiln_export_options *options,
+                                model_export_state *s);
+void model_export_state_free(model_export_state *s);
+
+/* data to path through a temporary file in the same directory, flushed,
+ * fsync'd and renamed over path: a reader sees the old file or the new,
+ * and a failure leaves no temporary behind. */
+kiln_status model_write_atomic(const char *fn, const char *path, const void *data, size_t len);
 
 #endif

@@ -11,6 +11,17 @@
  * ConstantOfShape become the static attributes kiln's ops want. A node
  * that needs as a value something only known at run time is refused.
  *
+ * One run-time value is followed symbolically: the shape of a value with
+ * unknown dims (a dynamic batch), which PyTorch writes for
+ * x.view(x.size(0), -1) as Shape, Gather, Unsqueeze, Concat and Reshape.
+ * Such a value is a shape_expr, entries that are constants or "dim d of
+ * graph value V", carried through those ops; a Reshape whose target keeps
+ * dims of its own input in place becomes kiln's reshape with -2 there (the
+ * input's dim), which follows the batch when the plan is rebuilt at
+ * another size. Any other use of such a shape is refused, naming the
+ * node: folding it at the size the graph is built with would silently fix
+ * the batch.
+ *
  * ONNX and kiln differ in places (padding modes, ceil_mode, opset-dependent
  * axis rules). A node is mapped only where kiln computes exactly what ONNX
  * defines; anything else is KILN_ERR_UNSUPPORTED naming the op, the
@@ -249,9 +260,21 @@ static kiln_status tensor_of_proto(const Onnx__TensorProto *tp, int64_t *budget,
 
 /* ================================================================ the importer */
 
+/* A 0-d or 1-d int64 value computed from the shape of a value with unknown
+ * dims: per entry a constant, or dim `dim` of graph value (node, index). */
+typedef struct {
+  int n;
+  bool scalar; /* 0-d: one entry */
+  struct {
+    int node, index, dim; /* node < 0: the constant v */
+    int64_t v;
+  } e[KILN_MAX_DIMS];
+} shape_expr;
+
 typedef struct {
   const char *name;
-  kiln_tensor *t; /* owned */
+  kiln_tensor *t;  /* owned; for a shape_expr, its values at the size the graph is built with */
+  shape_expr *sx; /* owned; NULL unless the value is a shape known only at run time */
 } named_value;
 
 typedef struct {
@@ -283,6 +306,8 @@ typedef struct {
   kiln_tensor *in[MAX_VALUES]; /* NULL for an omitted optional input */
   int n_out;
   kiln_tensor *out[MAX_VALUES]; /* in the open scope */
+  const shape_expr *in_sx[MAX_VALUES]; /* the inputs' shape_exprs, where they are */
+  shape_expr *out_sx;                  /* output 0's, when a handler makes one (owned until defined) */
   char where[192];
 } node_ctx;
 
@@ -430,12 +455,19 @@ static kiln_tensor *scalar_op(node_ctx *n, kiln_op_id id, kiln_tensor *x, double
   set_f(&c, "scalar", s);
   return run1(n, &c, 1, &x);
 }
-static kiln_tensor *reshape(node_ctx *n, kiln_tensor *x, int nd, const int64_t *shape) {
+/* keep: bit i makes dim i of the result x's dim i, at every size (reshape's
+ * -2), where shape[i] is only its value at the size the graph is built with. */
+static kiln_tensor *reshape_keep(node_ctx *n, kiln_tensor *x, int nd, const int64_t *shape, int64_t keep) {
   /* A graph's reshape is a view, so it needs contiguous data. */
   if (!kiln_tensor_failed(x) && !kiln_tensor_is_contiguous(x)) x = un(n, KILN_OP_COPY, x);
+  int64_t target[KILN_MAX_DIMS];
+  for (int d = 0; d < nd && d < KILN_MAX_DIMS; d++) target[d] = keep >> d & 1 ? -2 : shape[d];
   call c = op(KILN_OP_RESHAPE);
-  set_ints(&c, "shape", nd, shape);
+  set_ints(&c, "shape", nd, nd <= KILN_MAX_DIMS ? target : shape);
   return run1(n, &c, 1, &x);
+}
+static kiln_tensor *reshape(node_ctx *n, kiln_tensor *x, int nd, const int64_t *shape) {
+  return reshape_keep(n, x, nd, shape, 0);
 }
 /* A 0-d constant of x's dtype. */
 static kiln_tensor *scalar_like(const kiln_tensor *x, double v) { return kiln_full(kiln_tensor_dtype(x), 0, NULL, v); }
@@ -1295,28 +1327,70 @@ static kiln_status h_flatten(node_ctx *n) {
     else
       inner *= kiln_tensor_dim(X0, d);
   }
-  /* -1 for the batch keeps the graph valid at any batch. */
+  /* At axis 1 the result is [dim 0 kept, -1], exact at every size of any
+   * unknown dim; elsewhere -1 for the batch keeps the graph valid at any
+   * batch. */
+  if (ax == 1 && n->im->any_unknown) {
+    n->out[0] = reshape_keep(n, X0, 2, (int64_t[]){outer, -1}, 1);
+    return KILN_OK;
+  }
   int64_t shape[2] = {ax >= 1 && inner > 0 && n->im->any_unknown ? -1 : outer, inner};
   n->out[0] = reshape(n, X0, 2, shape);
   return KILN_OK;
 }
 
+/* True when t is graph value (node, index). */
+static bool is_value(const kiln_tensor *t, int node, int index) {
+  int i = 0, nd = graph_ref_of(t, NULL, &i);
+  return nd >= 0 && nd == node && i == index;
+}
+
 static kiln_status h_reshape(node_ctx *n) {
-  int64_t shape[KILN_MAX_DIMS], allowzero;
+  int64_t shape[KILN_MAX_DIMS], allowzero, keep = 0;
   int k;
+  TRY(get_i(n, "allowzero", 0, &allowzero));
+  const shape_expr *sx = n->n_in > 1 ? n->in_sx[1] : NULL;
   if (n->im->opset < 5) {
     TRY(get_ints(n, "shape", KILN_MAX_DIMS, shape, &k));
     if (k < 0) return nfail(n, KILN_ERR_CORRUPT, "attribute 'shape' is missing");
+  } else if (sx) {
+    /* A target computed from run-time dims: exact only where an entry is
+     * the input's own dim in the same place, which reshape's -2 follows. */
+    if (sx->scalar) return nfail(n, KILN_ERR_SHAPE, "the shape input is 0-d (it must be 1-d)");
+    k = sx->n;
+    for (int d = 0; d < k; d++) {
+      if (sx->e[d].node < 0) {
+        shape[d] = sx->e[d].v;
+        continue;
+      }
+      if (!is_value(X0, sx->e[d].node, sx->e[d].index) || sx->e[d].dim != d) {
+        char nm[KILN_PRINTABLE_MAX];
+        return nfail(n, KILN_ERR_UNSUPPORTED,
+                     "entry %d of the shape '%s' is dim %d of %s, known only at run time (kiln's reshape follows "
+                     "only the input's own dim in the same place, so it cannot keep this exact at other sizes)",
+                     d, printable(nm, n->node->input[1]), sx->e[d].dim,
+                     is_value(X0, sx->e[d].node, sx->e[d].index) ? "the input" : "another value");
+      }
+      if (d >= ND(X0)) return nfail(n, KILN_ERR_INTERNAL, "shape entry %d beyond the input's rank", d);
+      shape[d] = kiln_tensor_dim(X0, d);
+      keep |= (int64_t)1 << d;
+    }
   } else {
     TRY(static_values(n, 1, KILN_MAX_DIMS, shape, NULL, &k));
   }
-  TRY(get_i(n, "allowzero", 0, &allowzero));
+  /* -2 would be kiln's "keep", which ONNX does not have. */
   for (int d = 0; d < k; d++)
-    if (shape[d] == 0 && !allowzero) {
+    if (shape[d] < -1 && !(keep >> d & 1))
+      return nfail(n, KILN_ERR_SHAPE, "shape[%d] is %lld (ONNX allows -1, 0 and sizes)", d, (long long)shape[d]);
+  /* ONNX's 0 copies the input's dim: kept, so an unknown one follows the
+   * size the model runs at rather than the size the graph is built with. */
+  for (int d = 0; d < k; d++)
+    if (shape[d] == 0 && !allowzero && !(keep >> d & 1)) {
       if (d >= ND(X0)) return nfail(n, KILN_ERR_SHAPE, "shape[%d] is 0 (copy) beyond the input's rank", d);
       shape[d] = kiln_tensor_dim(X0, d);
+      keep |= (int64_t)1 << d;
     }
-  n->out[0] = reshape(n, X0, k, shape);
+  n->out[0] = reshape_keep(n, X0, k, shape, keep);
   return KILN_OK;
 }
 
@@ -1774,7 +1848,6 @@ static kiln_status h_constant(node_ctx *n) {
 }
 
 static kiln_status h_shape(node_ctx *n) {
-  TRY(static_shape(n, X0));
   int64_t start, end;
   int r = ND(X0);
   TRY(get_i(n, "start", 0, &start));
@@ -1785,6 +1858,102 @@ static kiln_status h_shape(node_ctx *n) {
   end = end < 0 ? 0 : end > r ? r : end;
   int64_t len = end > start ? end - start : 0;
   n->out[0] = kiln_from_data(KILN_I64, 1, &len, kiln_tensor_shape(X0) + start);
+  if (!n->im->any_unknown || !symbolic(X0)) return KILN_OK; /* folded: it cannot change */
+  /* Dims the graph input declares are constants; any other dim is
+   * followed symbolically (see shape_expr). */
+  int index = 0, node = graph_ref_of(X0, NULL, &index);
+  const graph_node *gn = &n->im->graph->nodes[node];
+  if (!(n->out_sx = kiln_calloc(1, sizeof(shape_expr)))) return nfail(n, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  n->out_sx->n = (int)len;
+  for (int i = 0; i < (int)len; i++) {
+    int d = (int)start + i;
+    if (gn->kind == GRAPH_INPUT && !(gn->unknown & (1u << d)))
+      n->out_sx->e[i].node = -1, n->out_sx->e[i].v = kiln_tensor_dim(X0, d);
+    else
+      n->out_sx->e[i].node = node, n->out_sx->e[i].index = index, n->out_sx->e[i].dim = d;
+  }
+  return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- shapes known at run time */
+
+/* The ops a shape_expr passes through, and the input it may be. */
+static bool takes_shape_expr(const char *op_type, int k) {
+  static const char *const any[] = {"Concat", "Cast", "Identity"}, *const first[] = {"Gather", "Unsqueeze", "Squeeze"};
+  for (size_t i = 0; i < sizeof any / sizeof any[0]; i++)
+    if (strcmp(op_type, any[i]) == 0) return true;
+  for (size_t i = 0; i < sizeof first / sizeof first[0]; i++)
+    if (strcmp(op_type, first[i]) == 0) return k == 0;
+  return strcmp(op_type, "Reshape") == 0 && k == 1;
+}
+
+/* Input k as entries: its shape_expr, or the values of a known 1-d int
+ * tensor as constants. */
+static kiln_status expr_entries(node_ctx *n, int k, shape_expr *out) {
+  if (n->in_sx[k]) {
+    *out = *n->in_sx[k];
+    return KILN_OK;
+  }
+  kiln_tensor *t = n->in[k];
+  if (symbolic(t) || ND(t) != 1)
+    return nfail(n, KILN_ERR_UNSUPPORTED,
+                 "input %d is %s, joined with a shape known only at run time (kiln follows such shapes only "
+                 "through 1-d values known at load)",
+                 k, symbolic(t) ? "computed at run time" : "not 1-d");
+  int64_t v[KILN_MAX_DIMS];
+  int count;
+  TRY(static_values(n, k, KILN_MAX_DIMS, v, NULL, &count));
+  out->n = count;
+  out->scalar = false;
+  for (int i = 0; i < count; i++) out->e[i].node = -1, out->e[i].v = v[i];
+  return KILN_OK;
+}
+
+/* After a handler has computed a node's values at the size the graph is
+ * built with: the shape_expr of its output, from its inputs'. */
+static kiln_status follow_shape_expr(node_ctx *n) {
+  const char *ty = n->node->op_type;
+  kiln_tensor *y = n->out[0];
+  if (!y || kiln_tensor_failed(y)) return KILN_OK; /* import_node reports it */
+  shape_expr r = {0};
+  if (strcmp(ty, "Concat") == 0) {
+    for (int k = 0; k < n->n_in; k++) {
+      shape_expr part;
+      TRY(expr_entries(n, k, &part));
+      if (part.scalar) return nfail(n, KILN_ERR_SHAPE, "input %d is 0-d", k);
+      if (r.n + part.n > KILN_MAX_DIMS)
+        return nfail(n, KILN_ERR_UNSUPPORTED, "a shape known only at run time of over %d entries", KILN_MAX_DIMS);
+      memcpy(&r.e[r.n], part.e, sizeof part.e[0] * (size_t)part.n);
+      r.n += part.n;
+    }
+  } else if (strcmp(ty, "Gather") == 0) {
+    const shape_expr *x = n->in_sx[0];
+    int64_t idx[KILN_MAX_DIMS];
+    int count;
+    if (x->scalar) return nfail(n, KILN_ERR_SHAPE, "gathers from a 0-d value");
+    if (ND(n->in[1]) > 1)
+      return nfail(n, KILN_ERR_UNSUPPORTED, "indices of %d dims into a shape known only at run time", ND(n->in[1]));
+    TRY(static_values(n, 1, KILN_MAX_DIMS, idx, NULL, &count));
+    r.scalar = ND(n->in[1]) == 0;
+    r.n = count;
+    for (int i = 0; i < count; i++) {
+      int64_t j = idx[i] < 0 ? idx[i] + x->n : idx[i];
+      if (j < 0 || j >= x->n) return nfail(n, KILN_ERR_OUT_OF_RANGE, "index %lld of %d", (long long)idx[i], x->n);
+      r.e[i] = x->e[j];
+    }
+  } else {
+    /* Unsqueeze, Squeeze, Cast and Identity keep the entries; only a 0-d
+     * or 1-d int result is still a shape. */
+    r = *n->in_sx[0];
+    kiln_dtype dt = kiln_tensor_dtype(y);
+    if (ND(y) > 1 || (dt != KILN_I64 && dt != KILN_I32))
+      return nfail(n, KILN_ERR_UNSUPPORTED, "makes a %d-d %s value of a shape known only at run time", ND(y),
+                   kiln_dtype_name(dt));
+    r.scalar = ND(y) == 0;
+  }
+  if (kiln_tensor_numel(y) != r.n) return nfail(n, KILN_ERR_INTERNAL, "shape entries do not match the value");
+  if (!(n->out_sx = kiln_alloc(sizeof r))) return nfail(n, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+  *n->out_sx = r;
   return KILN_OK;
 }
 
@@ -2455,16 +2624,28 @@ static kiln_status import_node(importer *im, size_t i, const Onnx__NodeProto *no
   for (int k = 0; k < n->n_in && st == KILN_OK; k++) {
     const char *name = str(node->input[k]);
     if (!*name) continue; /* an omitted optional input */
-    if (!(n->in[k] = lookup(im, name)))
+    named_value *v = slot(im, name);
+    n->in[k] = v->t;
+    n->in_sx[k] = v->sx;
+    if (!n->in[k])
       st = nfail(n, KILN_ERR_CORRUPT,
                  "input %d ('%s') is not defined before the node (nodes must be in topological order)", k,
                  printable(nm, name));
+    else if (v->sx && !takes_shape_expr(e->op_type, k))
+      st = nfail(n, KILN_ERR_UNSUPPORTED,
+                 "input %d ('%s') is a shape of a value with unknown dims, known only at run time: kiln follows it "
+                 "through Gather, Unsqueeze, Squeeze, Concat, Cast and Identity into a Reshape's shape, and "
+                 "nowhere else (folding it would fix the unknown dims at the size the graph is built with)",
+                 k, printable(nm, name));
   }
   if (st == KILN_OK)
     for (int k = 0; k < n->n_in; k++)
       if (!n->in[k] && (k < e->min_in || e->max_in == MAX_VALUES))
         st = nfail(n, KILN_ERR_CORRUPT, "input %d is empty, and %s needs it", k, e->op_type);
   if (st == KILN_OK) st = e->fn(n);
+  bool any_sx = false;
+  for (int k = 0; k < n->n_in; k++) any_sx = any_sx || n->in_sx[k];
+  if (st == KILN_OK && any_sx && strcmp(e->op_type, "Reshape") != 0) st = follow_shape_expr(n);
   for (int k = 0; k < n->n_out && st == KILN_OK; k++) {
     const char *name = str(node->output[k]);
     if (!*name) continue;
@@ -2477,8 +2658,12 @@ static kiln_status import_node(importer *im, size_t i, const Onnx__NodeProto *no
       st = nfail(n, ts == KILN_ERR_DTYPE ? KILN_ERR_UNSUPPORTED : ts, "%s", kiln_tensor_error(t));
     } else if (!define(im, name, t)) {
       st = nfail(n, KILN_ERR_CORRUPT, "output '%s' is defined twice", printable(nm, name));
+    } else if (k == 0) {
+      slot(im, name)->sx = n->out_sx;
+      n->out_sx = NULL;
     }
   }
+  kiln_free(n->out_sx);
   if (st == KILN_OK && im->max_value_bytes > 0 && im->value_bytes > im->max_value_bytes)
     st = nfail(n, KILN_ERR_UNSUPPORTED, "the model's values take more than the limit of %lld bytes",
                (long long)im->max_value_bytes);
@@ -2607,6 +2792,13 @@ static kiln_status import_graph(importer *im, const Onnx__ModelProto *mp) {
       st = failf(im, KILN_ERR_CORRUPT, "graph output %zu ('%s') is not defined", k, printable(nm, name));
       break;
     }
+    if (slot(im, name)->sx) {
+      st = failf(im, KILN_ERR_UNSUPPORTED,
+                 "graph output %zu ('%s') is a shape of a value with unknown dims, known only at run time (kiln "
+                 "follows such shapes only into a Reshape)",
+                 k, printable(nm, name));
+      break;
+    }
     /* A value known at import is still an output the plan computes: a copy
      * of it, made inside the graph. */
     if (!symbolic(t)) {
@@ -2688,7 +2880,10 @@ kiln_status onnx_load_memory(const void *data, size_t len, const char *name, con
   if (st == KILN_OK) {
     kiln_scope_begin();
     st = import_graph(&im, mp);
-    for (size_t i = 0; i < im.cap; i++) kiln_tensor_release(im.values[i].t);
+    for (size_t i = 0; i < im.cap; i++) {
+      kiln_tensor_release(im.values[i].t);
+      kiln_free(im.values[i].sx);
+    }
     kiln_scope_end();
   }
   kiln_free(im.values);

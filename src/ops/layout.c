@@ -17,29 +17,40 @@ static void copy_shape(kiln_out_desc *out, const kk_view *x) {
 
 /* ------------------------------------------------------------------ reshape */
 
+/* In shape, -1 is inferred from the element count and -2 is the input's
+ * dim in the same place (ONNX Reshape's 0). A graph built at one size of
+ * an unknown dim is rebuilt with the same attributes at others
+ * (graph_specialize), so -2 is how a target like [batch, -1] follows the
+ * batch. */
 static const kiln_attr_spec reshape_attrs[] = {{"shape", KILN_ATTR_INTS, 0}};
 
 static kiln_status reshape_infer(const kiln_op_call *c, kiln_out_desc *out) {
   const kk_view *x = &c->in[0];
   const kiln_attr_value *s = &c->attrs[0];
+  int64_t target[KILN_MAX_DIMS];
   char xs[KILN_SHAPE_STR_MAX], ts[KILN_SHAPE_STR_MAX];
   kiln_shape_str(xs, sizeof xs, x->ndim, x->shape);
   kiln_shape_str(ts, sizeof ts, s->n, s->ints);
   if (s->n > KILN_MAX_DIMS) return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "target %s has too many dims", ts);
+  for (int i = 0; i < s->n; i++) {
+    if (s->ints[i] == -2 && i >= x->ndim)
+      return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "target %s keeps dim %d (-2) of input %s", ts, i, xs);
+    target[i] = s->ints[i] == -2 ? x->shape[i] : s->ints[i];
+  }
   int64_t known = 1, total = kk_numel(x);
   int infer_at = -1;
   for (int i = 0; i < s->n; i++) {
-    if (s->ints[i] == -1 && infer_at < 0) {
+    if (target[i] == -1 && infer_at < 0) {
       infer_at = i;
-    } else if (s->ints[i] < 0) {
+    } else if (target[i] < 0) {
       return kiln_op_fail(c, KILN_ERR_INVALID_ARGUMENT, "bad target shape %s for input %s", ts, xs);
-    } else if (!kiln_mul_i64(known, s->ints[i], &known)) {
+    } else if (!kiln_mul_i64(known, target[i], &known)) {
       return kiln_op_fail(c, KILN_ERR_OVERFLOW, "target shape %s overflows", ts);
     }
   }
   out->dtype = x->dtype;
   out->ndim = s->n;
-  for (int i = 0; i < s->n; i++) out->shape[i] = s->ints[i];
+  for (int i = 0; i < s->n; i++) out->shape[i] = target[i];
   if (infer_at >= 0) {
     if (known == 0 || total % known != 0)
       return kiln_op_fail(c, KILN_ERR_SHAPE, "cannot reshape %s into %s", xs, ts);
