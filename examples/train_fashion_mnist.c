@@ -6,11 +6,19 @@
  * curve as CSV and as an SVG plot.
  *
  *   train_fashion_mnist [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX]
- *                       [--save FILE.safetensors] [--hybridize]
+ *                       [--save FILE.safetensors] [--hybridize] [--devices N] [--kvstore local|mpi]
  *
  * --hybridize compiles the model (a forward plan for evaluation; for
  * training steps, which autograd records, a forward plan that keeps what
- * backward needs and a backward plan) and prints its trace log. */
+ * backward needs and a backward plan) and prints its trace log.
+ *
+ * --devices N trains data-parallel on cpu(0..N-1) (d2l 13.5-13.6): one
+ * replica per device, each batch split across them, gradients summed
+ * through a key-value store. --kvstore mpi does the same across the
+ * processes of an MPI job (`mpirun -np 2 train_fashion_mnist --kvstore
+ * mpi`): each process takes its share of every global batch, in the same
+ * shuffled order, so the steps are those of one process with the same
+ * batch. Rank 0 prints (its share's training metrics) and writes files. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +35,11 @@ typedef struct {
   double lr;
   const char *out, *save;
   bool hybridize;
+  int devices;
+  const char *kvstore;
 } options;
+
+enum { MAX_REPLICAS = 8 };
 
 static double now(void) {
   struct timespec ts;
@@ -61,6 +73,44 @@ static kiln_block *make_model(bool lenet) {
     kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE));
   }
   return net;
+}
+
+/* One data-parallel step: this process's share of the global batch, split
+ * across its devices. Each replica's loss is summed over its samples, so
+ * with the gradients summed over replicas and processes and divided by
+ * the global batch the update is the one-process one, whatever the
+ * shares' sizes. */
+static kiln_status parallel_step(kiln_parallel_trainer *t, int n, kiln_block **replicas, const kiln_device *devices,
+                                 int rank, int ranks, kiln_tensor *x, kiln_tensor *y, kiln_metric *loss_metric,
+                                 kiln_metric *acc_metric, int64_t *samples) {
+  int64_t batch = kiln_tensor_dim(y, 0), lo = batch * rank / ranks, hi = batch * (rank + 1) / ranks;
+  if (hi - lo < n) {
+    fprintf(stderr, "train_fashion_mnist: a batch of %lld leaves %lld samples to this process's %d devices\n",
+            (long long)batch, (long long)(hi - lo), n);
+    exit(1);
+  }
+  kiln_tensor *xs[MAX_REPLICAS], *ys[MAX_REPLICAS], *logits[MAX_REPLICAS], *losses[MAX_REPLICAS];
+  kiln_status st = kiln_split_and_load(kiln_slice(x, 0, lo, hi, 1), n, devices, xs);
+  if (st == KILN_OK) st = kiln_split_and_load(kiln_slice(y, 0, lo, hi, 1), n, devices, ys);
+  if (st != KILN_OK) return st;
+  kiln_record_begin(true);
+  for (int d = 0; d < n; d++) {
+    logits[d] = kiln_block_call(replicas[d], xs[d]);
+    losses[d] = kiln_softmax_cross_entropy(logits[d], ys[d]);
+  }
+  kiln_tensor *summed[MAX_REPLICAS];
+  for (int d = 0; d < n; d++) summed[d] = kiln_mul_scalar(losses[d], (double)kiln_tensor_dim(ys[d], 0));
+  kiln_record_end();
+  for (int d = 0; d < n && st == KILN_OK; d++) st = kiln_backward(summed[d], NULL, false);
+  if (st == KILN_OK) st = kiln_parallel_trainer_step(t, (double)batch);
+  /* Metrics live on cpu(0): the replicas' values come over. */
+  for (int d = 0; d < n && st == KILN_OK; d++) {
+    kiln_tensor *labels = kiln_to_device(ys[d], kiln_cpu(0));
+    kiln_metric_update(loss_metric, kiln_to_device(losses[d], kiln_cpu(0)), labels);
+    kiln_metric_update(acc_metric, kiln_to_device(logits[d], kiln_cpu(0)), labels);
+  }
+  *samples += hi - lo;
+  return st;
 }
 
 static double metric_value(kiln_metric *m) {
@@ -137,7 +187,7 @@ static void write_plot(const char *prefix, int epochs, const double (*curve)[3])
 }
 
 int main(int argc, char **argv) {
-  options o = {false, 3, 256, 0, -1, NULL, NULL, false};
+  options o = {false, 3, 256, 0, -1, NULL, NULL, false, 1, NULL};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--model") && i + 1 < argc) {
       const char *name = argv[++i];
@@ -153,11 +203,19 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--out") && i + 1 < argc) o.out = argv[++i];
     else if (!strcmp(argv[i], "--save") && i + 1 < argc) o.save = argv[++i];
     else if (!strcmp(argv[i], "--hybridize")) o.hybridize = true;
+    else if (!strcmp(argv[i], "--devices") && i + 1 < argc) o.devices = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--kvstore") && i + 1 < argc) o.kvstore = argv[++i];
     else {
-      fprintf(stderr, "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] [--save FILE] [--hybridize]\n",
+      fprintf(stderr,
+              "usage: %s [--model mlp|lenet] [--epochs N] [--batch B] [--lr LR] [--limit N] [--out PREFIX] [--save FILE] "
+              "[--hybridize] [--devices N] [--kvstore local|mpi]\n",
               argv[0]);
       return 2;
     }
+  }
+  if (o.devices < 1 || o.devices > MAX_REPLICAS) {
+    fprintf(stderr, "train_fashion_mnist: --devices must be 1 to %d\n", MAX_REPLICAS);
+    return 2;
   }
   if (o.lr < 0) o.lr = o.lenet ? 0.3 : 0.1;
   if (!o.out) o.out = o.lenet ? "fashion_mnist_lenet" : "fashion_mnist_mlp";
@@ -186,19 +244,46 @@ int main(int argc, char **argv) {
   kiln_loader *test = kiln_loader_new(test_x, test_y, 1000, false, 0, KILN_LAST_BATCH_KEEP);
   if (!train || !test) return fail("loader");
 
-  kiln_block *net = make_model(o.lenet);
-  if (kiln_block_initialize(net, NULL, false) != KILN_OK) return fail("model"); /* Xavier uniform */
   kiln_optimizer_params op = kiln_optimizer_params_default(KILN_OPT_SGD);
   op.lr = o.lr;
-  if (o.hybridize && kiln_block_hybridize(net, NULL) != KILN_OK) return fail("hybridize");
-  kiln_trainer *trainer = kiln_trainer_new(net, &op);
+  /* Data parallel: a replica per device, its parameters made there (the
+   * first forward fixes their shapes and draws them; the trainer then
+   * gives every replica, and every process, replica 0's of rank 0). */
+  bool parallel = o.devices > 1 || o.kvstore;
+  kiln_kvstore *kv = NULL;
+  if (parallel && !(kv = kiln_kvstore_new(o.kvstore ? o.kvstore : "local"))) return fail("kvstore");
+  int rank = kiln_kvstore_rank(kv), ranks = kiln_kvstore_size(kv);
+  kiln_block *replicas[MAX_REPLICAS];
+  kiln_device devices[MAX_REPLICAS];
+  for (int d = 0; d < o.devices; d++) {
+    devices[d] = kiln_cpu(d);
+    kiln_set_device(devices[d]);
+    replicas[d] = make_model(o.lenet);
+    if (kiln_block_initialize(replicas[d], NULL, false) != KILN_OK) return fail("model"); /* Xavier uniform */
+    if (parallel) {
+      int64_t one[4] = {1, 1, kiln_tensor_dim(train_x, 1), kiln_tensor_dim(train_x, 2)};
+      kiln_scope_begin();
+      kiln_status st = kiln_tensor_status(kiln_block_call(replicas[d], kiln_zeros(KILN_F32, 4, one)));
+      kiln_scope_end();
+      if (st != KILN_OK) return fail("model");
+    }
+    if (o.hybridize && kiln_block_hybridize(replicas[d], NULL) != KILN_OK) return fail("hybridize");
+  }
+  kiln_set_device(kiln_cpu(0));
+  kiln_block *net = replicas[0];
+  kiln_trainer *trainer = parallel ? NULL : kiln_trainer_new(net, &op);
+  kiln_parallel_trainer *ptrainer = parallel ? kiln_parallel_trainer_new(o.devices, replicas, &op, kv) : NULL;
   kiln_metric *loss_metric = kiln_metric_new(KILN_METRIC_MEAN_LOSS), *acc_metric = kiln_metric_new(KILN_METRIC_ACCURACY);
-  if (!trainer || !loss_metric || !acc_metric) return fail("trainer");
+  if ((!trainer && !ptrainer) || !loss_metric || !acc_metric) return fail("trainer");
+  if (rank != 0) freopen("/dev/null", "w", stdout); /* rank 0 speaks for the job */
 
   bool tty = isatty(2);
   double(*curve)[3] = calloc((size_t)o.epochs, sizeof *curve);
-  printf("%s, SGD lr %g, batch %lld, %lld training samples\n", o.lenet ? "LeNet" : "MLP 784-256-10", o.lr,
+  printf("%s, SGD lr %g, batch %lld, %lld training samples", o.lenet ? "LeNet" : "MLP 784-256-10", o.lr,
          (long long)o.batch, (long long)kiln_tensor_dim(train_x, 0));
+  if (parallel) printf(", %d device%s x %d process%s (kvstore %s)", o.devices, o.devices > 1 ? "s" : "", ranks,
+                       ranks > 1 ? "es" : "", o.kvstore ? o.kvstore : "local");
+  printf("\n");
   printf("%5s %10s %10s %10s %9s %12s\n", "epoch", "loss", "train acc", "test acc", "seconds", "samples/s");
   for (int epoch = 1; epoch <= o.epochs; epoch++) {
     if (epoch > 1) kiln_loader_reset(train);
@@ -210,15 +295,20 @@ int main(int argc, char **argv) {
     kiln_status st;
     while ((st = kiln_loader_next(train, &x, &y)) == KILN_OK) {
       kiln_scope_begin();
-      kiln_record_begin(true);
-      kiln_tensor *logits = kiln_block_call(net, x);
-      kiln_tensor *loss = kiln_softmax_cross_entropy(logits, y);
-      kiln_record_end();
-      if (kiln_backward(loss, NULL, false) != KILN_OK) return fail("backward");
-      kiln_trainer_step(trainer, 1); /* the loss is already the batch mean */
-      kiln_metric_update(loss_metric, loss, y);
-      kiln_metric_update(acc_metric, logits, y);
-      samples += kiln_tensor_dim(y, 0);
+      if (!parallel) {
+        kiln_record_begin(true);
+        kiln_tensor *logits = kiln_block_call(net, x);
+        kiln_tensor *loss = kiln_softmax_cross_entropy(logits, y);
+        kiln_record_end();
+        if (kiln_backward(loss, NULL, false) != KILN_OK) return fail("backward");
+        kiln_trainer_step(trainer, 1); /* the loss is already the batch mean */
+        kiln_metric_update(loss_metric, loss, y);
+        kiln_metric_update(acc_metric, logits, y);
+        samples += kiln_tensor_dim(y, 0);
+      } else if (parallel_step(ptrainer, o.devices, replicas, devices, rank, ranks, x, y, loss_metric, acc_metric,
+                               &samples) != KILN_OK) {
+        return fail("training step");
+      }
       kiln_tensor_release(x);
       kiln_tensor_release(y);
       kiln_scope_end();
@@ -237,10 +327,12 @@ int main(int argc, char **argv) {
     fflush(stdout);
     curve[epoch - 1][0] = train_loss, curve[epoch - 1][1] = train_acc, curve[epoch - 1][2] = test_acc;
   }
-  write_plot(o.out, o.epochs, curve);
-  printf("curve: %s.csv, %s.svg\n", o.out, o.out);
+  if (rank == 0) {
+    write_plot(o.out, o.epochs, curve);
+    printf("curve: %s.csv, %s.svg\n", o.out, o.out);
+  }
   if (o.hybridize) printf("trace log:\n%s", kiln_block_trace_log(net));
-  if (o.save) {
+  if (o.save && rank == 0) {
     if (kiln_block_save_parameters(net, o.save) != KILN_OK) return fail("saving the parameters");
     printf("parameters: %s\n", o.save);
   }
@@ -248,7 +340,9 @@ int main(int argc, char **argv) {
   kiln_metric_free(loss_metric);
   kiln_metric_free(acc_metric);
   kiln_trainer_free(trainer);
-  kiln_block_release(net);
+  kiln_parallel_trainer_free(ptrainer);
+  for (int d = 0; d < o.devices; d++) kiln_block_release(replicas[d]);
+  kiln_kvstore_free(kv);
   kiln_loader_free(train);
   kiln_loader_free(test);
   kiln_tensor_release(train_x);

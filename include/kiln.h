@@ -454,6 +454,46 @@ KILN_API kiln_status kiln_engine_profile(kiln_engine *e, const char *path);
 KILN_API kiln_status kiln_wait_to_read(const kiln_tensor *t);
 KILN_API kiln_status kiln_waitall(void);
 
+/* ---------------------------------------------------------------- devices */
+
+/* A device is where a tensor's storage lives and where the ops on it run
+ * (d2l 13.3-13.5, MXNet's contexts). Each device has its own engine
+ * workers (a ready queue of the default engine, so dependencies still cross
+ * devices) and its own allocator accounting. cpu(0) is the default and uses
+ * the default engine's workers; cpu(1..KILN_MAX_DEVICES-1) each start one
+ * worker of their own at first use. An op runs on the device of its
+ * inputs, which must all be on one device (else KILN_ERR_INVALID_ARGUMENT
+ * naming both); an op without tensor inputs (zeros, from_data, random)
+ * creates on the thread's current device. kiln_to_device is the one way
+ * between devices: an engine op on a copy queue of its own, so copies
+ * overlap the devices' computation. docs/devices.md has the interface an
+ * accelerator backend would implement. */
+typedef enum { KILN_DEVICE_CPU = 0 } kiln_device_type;
+typedef struct {
+  kiln_device_type type;
+  int id;
+} kiln_device;
+#define KILN_MAX_DEVICES 16
+KILN_API kiln_device kiln_cpu(int id);
+/* Sets the calling thread's device for ops without tensor inputs;
+ * KILN_ERR_INVALID_ARGUMENT for a device kiln does not have (the current
+ * device is then unchanged). */
+KILN_API kiln_status kiln_set_device(kiln_device d);
+KILN_API kiln_device kiln_current_device(void);
+/* The device of t's storage (cpu(0) for NULL, failed or symbolic tensors). */
+KILN_API kiln_device kiln_tensor_device(const kiln_tensor *t);
+KILN_API bool kiln_device_equal(kiln_device a, kiln_device b);
+/* "cpu(1)" into buf (always terminated); returns buf. */
+KILN_API const char *kiln_device_name(kiln_device d, char *buf, size_t cap);
+/* A contiguous copy of t on d, pushed as an engine op (a new handle even
+ * when t is already on d). Not differentiated: while autograd records, a
+ * t that needs a gradient fails with KILN_ERR_UNSUPPORTED. */
+KILN_API kiln_tensor *kiln_to_device(kiln_tensor *t, kiln_device d);
+/* Bytes of tensor storage d holds now and at most since the process
+ * started (or since kiln_device_reset_peak). */
+KILN_API kiln_status kiln_device_memory(kiln_device d, int64_t *in_use, int64_t *peak);
+KILN_API kiln_status kiln_device_reset_peak(kiln_device d);
+
 /* ---------------------------------------------------------------- autograd */
 
 /* Reverse-mode differentiation on a tape, as MXNet's autograd: mark the
@@ -832,6 +872,75 @@ KILN_API kiln_status kiln_metric_update(kiln_metric *m, kiln_tensor *pred, kiln_
 /* The value so far (NAN before any sample) and the samples counted. */
 KILN_API kiln_status kiln_metric_get(kiln_metric *m, double *value, int64_t *samples);
 KILN_API void kiln_metric_reset(kiln_metric *m);
+
+/* ---------------------------------------------------------------- key-value store, data parallelism */
+
+/* A key-value store (d2l 13.7, MXNet's KVStore): values are initialised
+ * per key, pushed from several devices (and processes) and summed, and
+ * pulled back to each device. Every push and pull is engine work and
+ * returns at once: a gradient is summed as soon as backward has computed
+ * it, on the copy queue, while backward goes on computing earlier layers'.
+ * Higher priority runs first among ready work (give early layers the
+ * highest: the next forward needs them first).
+ *
+ * Kinds: "local", devices of this process; "mpi", also summed across the
+ * processes of an MPI job (Open MPI; rank and size from the launcher):
+ * the keys of one push are packed into buckets (KILN_KVSTORE_BUCKET_BYTES,
+ * default 4 MiB) and each bucket is one allreduce. Every process must push
+ * the same keys in the same order (collectives match by order). A
+ * collective that makes no progress for the timeout (KILN_KVSTORE_TIMEOUT
+ * seconds, default 120) fails with KILN_ERR_IO, naming the keys: a rank
+ * died or stopped; the values it wrote carry the failure, so the wait that
+ * finds it returns it. Without MPI at build time "mpi" is
+ * KILN_ERR_UNSUPPORTED. */
+typedef struct kiln_kvstore kiln_kvstore;
+KILN_API kiln_kvstore *kiln_kvstore_new(const char *kind); /* NULL + kiln_last_error on failure */
+/* Waits for the store's work; an "mpi" store ends MPI if it started it. */
+KILN_API void kiln_kvstore_free(kiln_kvstore *kv);
+KILN_API int kiln_kvstore_rank(const kiln_kvstore *kv); /* 0 for local */
+KILN_API int kiln_kvstore_size(const kiln_kvstore *kv); /* processes: 1 for local */
+/* Ends every process of the job at once (MPI_Abort with code) after a
+ * failure the program cannot recover from; for "local" it returns. */
+KILN_API void kiln_kvstore_abort(kiln_kvstore *kv, int code);
+/* The store keeps a copy of value (float32 or float64, any shape) under
+ * key (0 <= key < 1 << 20, each once). "mpi": rank 0's value, sent to every
+ * process, so replicas start equal. */
+KILN_API kiln_status kiln_kvstore_init(kiln_kvstore *kv, int key, kiln_tensor *value);
+/* Run by push with the sum of the pushed values (merged) and the stored
+ * value, on the pushing thread, to update stored with ops (pushed, as any
+ * op): an optimiser in the store. Without one, push stores the sum. */
+typedef kiln_status (*kiln_kvstore_updater)(int key, kiln_tensor *merged, kiln_tensor *stored, void *user);
+KILN_API kiln_status kiln_kvstore_set_updater(kiln_kvstore *kv, kiln_kvstore_updater updater, void *user);
+/* values[k * n_values + d] is device d's value of keys[k]: each the stored
+ * dtype and shape, on any device. */
+KILN_API kiln_status kiln_kvstore_push(kiln_kvstore *kv, int n_keys, const int *keys, int n_values,
+                                       kiln_tensor *const *values, int priority);
+/* Writes the stored value of keys[k] into each outs[k * n_outs + d]
+ * (contiguous, the stored dtype and shape, on any device), in place. */
+KILN_API kiln_status kiln_kvstore_pull(kiln_kvstore *kv, int n_keys, const int *keys, int n_outs,
+                                       kiln_tensor *const *outs, int priority);
+
+/* d2l's split_and_load: n consecutive slices of batch along dim 0 (sizes
+ * differing by at most one, the larger first), slice d copied to
+ * devices[d]. Into out[0..n), each a new handle in the open scope. */
+KILN_API kiln_status kiln_split_and_load(kiln_tensor *batch, int n, const kiln_device *devices, kiln_tensor **out);
+
+/* Data-parallel training (d2l 13.5-13.6): one replica of the model per
+ * device (built and initialised by the caller with that device current, so
+ * their parameters live there), each fed its slice of the batch. new
+ * makes every replica's parameters equal to replica 0's (across processes
+ * too, through an "mpi" kv: rank 0's); step sums the gradients of all
+ * replicas (and processes) through kv, pushing each parameter's as one
+ * key, and updates every replica with the same sum. Gradients are divided
+ * by batch_size: give the global batch when each replica's loss is summed
+ * over its samples, as here the replicas see batches of different sizes.
+ * kv NULL: a "local" store of its own. Parameters must be initialised,
+ * with their shapes known (run a forward first for deferred shapes). */
+typedef struct kiln_parallel_trainer kiln_parallel_trainer;
+KILN_API kiln_parallel_trainer *kiln_parallel_trainer_new(int n, kiln_block *const *replicas,
+                                                          const kiln_optimizer_params *p, kiln_kvstore *kv);
+KILN_API void kiln_parallel_trainer_free(kiln_parallel_trainer *t);
+KILN_API kiln_status kiln_parallel_trainer_step(kiln_parallel_trainer *t, double batch_size);
 
 /* ---------------------------------------------------------------- kernels */
 

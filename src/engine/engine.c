@@ -61,6 +61,7 @@ struct kiln_engine_var {
   int running_reads;
   bool running_write;
   bool deleting;
+  int queue; /* of its device: where waits and deletes on it are run */
   err_record *failure;
   kiln_engine_var *prev, *next; /* all live variables, or the free list (next) */
 };
@@ -84,19 +85,34 @@ struct engine_op {
   kiln_engine_var *deletes; /* a delete op: the variable it frees */
   int64_t push_ns;
   kiln_profiler *profiler; /* taken when the op leaves the ready queue */
+  int queue;               /* the ready queue (device) whose workers run it */
   engine_op *next; /* ready queue or free list */
 };
+
+/* One ready queue per device (engine_add_queue), each drained by workers of
+ * its own: dependencies are tracked across devices by the one engine, so a
+ * copy from one device to another is an ordinary op that reads a variable
+ * of the first and writes one of the second, and the devices' work runs in
+ * parallel (MXNet's ThreadedEnginePerDevice). */
+typedef struct {
+  engine_op *head, *tail; /* priority > 0 ops go to the front */
+  atomic_int count;       /* its length, for workers spinning unlocked */
+  int idle_workers;
+  pthread_cond_t work_cv;
+} ready_queue;
+
+enum { MAX_QUEUES = 64 };
 
 struct kiln_engine {
   kiln_engine_mode mode;
   pthread_mutex_t lock;
-  pthread_cond_t work_cv, done_cv;
+  pthread_cond_t done_cv;
   pthread_cond_t room_cv; /* pending fell back to MAX_AHEAD / 2 */
   int throttled;          /* pushers waiting for room */
-  engine_op *ready_head, *ready_tail; /* priority > 0 ops go to the front */
-  atomic_int ready_count;              /* length of that queue, for workers spinning unlocked */
-  atomic_bool stopping;                /* shutting down: stop spinning */
-  int idle_workers, n_workers;
+  ready_queue queues[MAX_QUEUES];
+  int n_queues;
+  atomic_bool stopping; /* shutting down: stop spinning */
+  int n_workers, workers_capacity;
   int waiters; /* threads in wait_var or wait_all */
   atomic_llong pending; /* pushed, not yet completed; changed under lock, read by spinning waiters */
   bool shutdown;
@@ -173,23 +189,24 @@ static void set_failure(kiln_engine_var *v, err_record *r) {
 /* The ready queue is ordered by priority, highest first, and in push order
  * among equals. Most ops share one priority, so the tail is checked first. */
 static void make_ready(kiln_engine *e, engine_op *op) {
+  ready_queue *q = &e->queues[op->queue];
   op->next = NULL;
-  atomic_fetch_add_explicit(&e->ready_count, 1, memory_order_relaxed);
-  if (!e->ready_tail) {
-    e->ready_head = e->ready_tail = op;
-  } else if (e->ready_tail->priority >= op->priority) {
-    e->ready_tail->next = op;
-    e->ready_tail = op;
-  } else if (e->ready_head->priority < op->priority) {
-    op->next = e->ready_head;
-    e->ready_head = op;
+  atomic_fetch_add_explicit(&q->count, 1, memory_order_relaxed);
+  if (!q->tail) {
+    q->head = q->tail = op;
+  } else if (q->tail->priority >= op->priority) {
+    q->tail->next = op;
+    q->tail = op;
+  } else if (q->head->priority < op->priority) {
+    op->next = q->head;
+    q->head = op;
   } else {
-    engine_op *at = e->ready_head;
+    engine_op *at = q->head;
     while (at->next->priority >= op->priority) at = at->next;
     op->next = at->next;
     at->next = op;
   }
-  if (e->idle_workers > 0) pthread_cond_signal(&e->work_cv);
+  if (q->idle_workers > 0) pthread_cond_signal(&q->work_cv);
 }
 
 static void grant(kiln_engine *e, engine_op *op) {
@@ -359,21 +376,28 @@ static void retire_op(kiln_engine *e, engine_op *op) {
   if (e->throttled > 0 && left <= MAX_AHEAD / 2) pthread_cond_broadcast(&e->room_cv);
 }
 
-static engine_op *pop_ready(kiln_engine *e) {
-  engine_op *op = e->ready_head;
-  e->ready_head = op->next;
-  if (!e->ready_head) e->ready_tail = NULL;
-  atomic_fetch_sub_explicit(&e->ready_count, 1, memory_order_relaxed);
+static engine_op *pop_ready(kiln_engine *e, ready_queue *q) {
+  engine_op *op = q->head;
+  q->head = op->next;
+  if (!q->head) q->tail = NULL;
+  atomic_fetch_sub_explicit(&q->count, 1, memory_order_relaxed);
   op->profiler = e->profiler;
   return op;
+}
+
+/* A queue with ready work, or NULL. Lock held. */
+static ready_queue *any_ready(kiln_engine *e) {
+  for (int i = 0; i < e->n_queues; i++)
+    if (e->queues[i].head) return &e->queues[i];
+  return NULL;
 }
 
 /* Naive mode, and any thread that finds ready work while it waits in naive
  * mode: run what is ready, in the calling thread. */
 static void drain_inline(kiln_engine *e) {
   pthread_mutex_lock(&e->lock);
-  while (e->ready_head) {
-    engine_op *op = pop_ready(e);
+  for (ready_queue *q; (q = any_ready(e));) {
+    engine_op *op = pop_ready(e, q);
     pthread_mutex_unlock(&e->lock);
     run_op(e, op, 0);
     pthread_mutex_lock(&e->lock);
@@ -384,12 +408,13 @@ static void drain_inline(kiln_engine *e) {
 
 typedef struct {
   kiln_engine *engine;
-  int index;
+  int index, queue;
 } worker_arg;
 
 static void *worker_main(void *arg) {
   kiln_engine *e = ((worker_arg *)arg)->engine;
   int index = ((worker_arg *)arg)->index;
+  ready_queue *q = &e->queues[((worker_arg *)arg)->queue];
   pool_free(arg);
   engine_op *finished = NULL;
   worker_of = e;
@@ -397,13 +422,13 @@ static void *worker_main(void *arg) {
   for (;;) {
     if (finished) retire_op(e, finished);
     finished = NULL;
-    if (!e->ready_head && !e->shutdown) {
+    if (!q->head && !e->shutdown) {
       /* Spin a while before sleeping: eager code pushes ops back to back,
        * and waking a sleeping worker costs microseconds of system calls
        * per op (measured: a small op took 2 us through a sleeping worker). */
       pthread_mutex_unlock(&e->lock);
       int64_t start = now_ns();
-      for (int i = 1; atomic_load_explicit(&e->ready_count, memory_order_relaxed) == 0; i++) {
+      for (int i = 1; atomic_load_explicit(&q->count, memory_order_relaxed) == 0; i++) {
         if (i % 64 == 0) {
           if (now_ns() - start > SPIN_NS || atomic_load_explicit(&e->stopping, memory_order_relaxed)) break;
           /* When the pushing thread shares this core (another process
@@ -416,13 +441,13 @@ static void *worker_main(void *arg) {
       }
       pthread_mutex_lock(&e->lock);
     }
-    while (!e->ready_head && !e->shutdown) {
-      e->idle_workers++;
-      pthread_cond_wait(&e->work_cv, &e->lock);
-      e->idle_workers--;
+    while (!q->head && !e->shutdown) {
+      q->idle_workers++;
+      pthread_cond_wait(&q->work_cv, &e->lock);
+      q->idle_workers--;
     }
-    if (!e->ready_head) break; /* shut down, and nothing left */
-    engine_op *op = pop_ready(e);
+    if (!q->head) break; /* shut down, and nothing left */
+    engine_op *op = pop_ready(e, q);
     pthread_mutex_unlock(&e->lock);
     run_op(e, op, index + 1);
     finished = op;
@@ -480,28 +505,54 @@ kiln_engine *kiln_engine_new(const kiln_engine_params *params) {
   }
   e->mode = p.mode;
   pthread_mutex_init(&e->lock, NULL);
-  pthread_cond_init(&e->work_cv, NULL);
   pthread_cond_init(&e->done_cv, NULL);
   pthread_cond_init(&e->room_cv, NULL);
-  if (workers > 0) {
-    e->threads = calloc((size_t)workers, sizeof(pthread_t));
-    if (!e->threads) {
-      kiln_engine_free(e);
-      kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_engine_new: out of memory");
-      return NULL;
-    }
-    for (int i = 0; i < workers; i++) {
-      worker_arg *arg = pool_alloc(sizeof *arg);
-      if (!arg || pthread_create(&e->threads[i], NULL, worker_main, arg ? (*arg = (worker_arg){e, i}, arg) : NULL) != 0) {
-        pool_free(arg);
-        kiln_engine_free(e);
-        kiln_errorf(KILN_ERR_INTERNAL, "kiln_engine_new: cannot start worker %d", i);
-        return NULL;
-      }
-      e->n_workers = i + 1;
-    }
+  if (engine_add_queue(e, workers) < 0) {
+    kiln_engine_free(e);
+    return NULL;
   }
   return e;
+}
+
+int engine_add_queue(kiln_engine *e, int workers) {
+  pthread_mutex_lock(&e->lock);
+  if (e->n_queues == MAX_QUEUES) {
+    pthread_mutex_unlock(&e->lock);
+    kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "engine: at most %d devices", MAX_QUEUES);
+    return -1;
+  }
+  int queue = e->n_queues;
+  ready_queue *q = &e->queues[queue];
+  pthread_cond_init(&q->work_cv, NULL);
+  e->n_queues++;
+  if (e->mode == KILN_ENGINE_NAIVE) workers = 0;
+  if (e->n_workers + workers > e->workers_capacity) {
+    int cap = e->n_workers + workers + 4;
+    pthread_t *threads = realloc(e->threads, sizeof(pthread_t) * (size_t)cap);
+    if (!threads) {
+      pthread_mutex_unlock(&e->lock);
+      kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "engine: out of memory starting %d workers", workers);
+      return -1;
+    }
+    e->threads = threads;
+    e->workers_capacity = cap;
+  }
+  for (int i = 0; i < workers; i++) {
+    int index = e->n_workers;
+    worker_arg *arg = pool_alloc(sizeof *arg);
+    if (!arg || pthread_create(&e->threads[index], NULL, worker_main,
+                               arg ? (*arg = (worker_arg){e, index, queue}, arg) : NULL) != 0) {
+      pool_free(arg);
+      pthread_mutex_unlock(&e->lock);
+      /* The queue keeps the workers that did start; with none, nothing
+       * would ever run its ops, so it is not handed out. */
+      kiln_errorf(KILN_ERR_INTERNAL, "engine: cannot start worker %d", index);
+      return -1;
+    }
+    e->n_workers++;
+  }
+  pthread_mutex_unlock(&e->lock);
+  return queue;
 }
 
 void kiln_engine_free(kiln_engine *e) {
@@ -510,7 +561,7 @@ void kiln_engine_free(kiln_engine *e) {
   pthread_mutex_lock(&e->lock);
   e->shutdown = true;
   atomic_store(&e->stopping, true);
-  pthread_cond_broadcast(&e->work_cv);
+  for (int i = 0; i < e->n_queues; i++) pthread_cond_broadcast(&e->queues[i].work_cv);
   pthread_mutex_unlock(&e->lock);
   for (int i = 0; i < e->n_workers; i++) pthread_join(e->threads[i], NULL);
   pool_free(e->threads);
@@ -538,7 +589,7 @@ void kiln_engine_free(kiln_engine *e) {
     e->retired = engine_profiler_next(p);
     engine_profiler_free_quietly(p);
   }
-  pthread_cond_destroy(&e->work_cv);
+  for (int i = 0; i < e->n_queues; i++) pthread_cond_destroy(&e->queues[i].work_cv);
   pthread_cond_destroy(&e->done_cv);
   pthread_cond_destroy(&e->room_cv);
   pthread_mutex_destroy(&e->lock);
@@ -547,7 +598,9 @@ void kiln_engine_free(kiln_engine *e) {
 
 bool engine_is_naive(const kiln_engine *e) { return e->mode == KILN_ENGINE_NAIVE; }
 
-kiln_engine_var *kiln_engine_new_var(kiln_engine *e) {
+kiln_engine_var *kiln_engine_new_var(kiln_engine *e) { return engine_new_var_on(e, 0); }
+
+kiln_engine_var *engine_new_var_on(kiln_engine *e, int queue) {
   if (!e) {
     kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_engine_new_var: engine is NULL");
     return NULL;
@@ -558,6 +611,7 @@ kiln_engine_var *kiln_engine_new_var(kiln_engine *e) {
   else v = pool_alloc(sizeof *v);
   if (v) {
     memset(v, 0, sizeof *v);
+    v->queue = queue;
     v->next = e->live_vars;
     if (e->live_vars) e->live_vars->prev = v;
     e->live_vars = v;
@@ -590,7 +644,14 @@ static bool listed(kiln_engine_var *const *vars, int n, const kiln_engine_var *v
 kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(void *data), void *data,
                              kiln_engine_var *const *reads, int n_reads, kiln_engine_var *const *writes, int n_writes,
                              const char *name, int priority) {
+  return engine_push_on(e, 0, fn, done, data, reads, n_reads, writes, n_writes, name, priority);
+}
+
+kiln_status engine_push_on(kiln_engine *e, int queue, kiln_engine_fn fn, void (*done)(void *data), void *data,
+                           kiln_engine_var *const *reads, int n_reads, kiln_engine_var *const *writes, int n_writes,
+                           const char *name, int priority) {
   if (!e) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_engine_push: engine is NULL");
+
   if (n_reads < 0 || n_writes < 0 || (n_reads && !reads) || (n_writes && !writes))
     return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_engine_push(%s): bad variable lists (%d reads, %d writes)",
                        name ? name : "?", n_reads, n_writes);
@@ -600,6 +661,10 @@ kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(voi
     if (!writes[i])
       return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_engine_push(%s): write %d is NULL", name ? name : "?", i);
   pthread_mutex_lock(&e->lock);
+  if (queue < 0 || queue >= e->n_queues) {
+    pthread_mutex_unlock(&e->lock);
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_engine_push(%s): no queue %d", name ? name : "?", queue);
+  }
   for (int i = 0; i < n_reads + n_writes; i++) {
     kiln_engine_var *v = i < n_reads ? reads[i] : writes[i - n_reads];
     if (v->deleting) {
@@ -618,6 +683,7 @@ kiln_status kiln_engine_push(kiln_engine *e, kiln_engine_fn fn, void (*done)(voi
   op->data = data;
   op->name = name ? name : "op";
   op->priority = priority;
+  op->queue = queue;
   op->deletes = NULL;
   op->push_ns = e->profiler ? now_ns() : 0;
   op->profiler = NULL;
@@ -673,7 +739,7 @@ kiln_status kiln_engine_delete_var(kiln_engine *e, kiln_engine_var *v, void (*on
     pthread_mutex_unlock(&e->lock);
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_engine_delete_var: out of memory");
   }
-  *op = (engine_op){.done = on_delete, .data = data, .name = "delete", .n_writes = 1, .deletes = v,
+  *op = (engine_op){.done = on_delete, .data = data, .name = "delete", .n_writes = 1, .deletes = v, .queue = v->queue,
                     .capacity = INLINE_DEPS, .push_ns = e->profiler ? now_ns() : 0};
   op->vars = op->inline_vars;
   op->deps = op->inline_deps;
@@ -736,7 +802,8 @@ static err_record *wait_locked(kiln_engine *e, kiln_engine_var *v) {
     e->waiters--;
     return v->failure;
   }
-  *op = (engine_op){.done = signal_waiter, .data = &w, .name = "wait", .n_reads = 1, .capacity = INLINE_DEPS};
+  *op = (engine_op){.done = signal_waiter, .data = &w, .name = "wait", .n_reads = 1, .capacity = INLINE_DEPS,
+                    .queue = v->queue};
   op->vars = op->inline_vars;
   op->deps = op->inline_deps;
   op->vars[0] = v;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/device.h"
 #include "engine/engine.h"
 #include "graph/graph.h"
 #include "imperative/dispatch.h"
@@ -87,6 +88,7 @@ struct kiln_plan {
   size_t arena_bytes;
   void *arena;
   kiln_engine *engine;
+  int device, queue; /* where runs go: the parameters' device, else the compiling thread's */
   kiln_engine_var *arena_var;
   /* One segment, the whole plan, unless independent branches each carry
    * enough work to be worth a thread of their own. */
@@ -106,6 +108,27 @@ struct kiln_plan {
   uint64_t variant_clock;
   kiln_plan_stats stats;
 };
+
+/* A plan runs where its parameters are (data parallelism compiles one
+ * per device, each over its own replica), or, without parameters, on the
+ * compiling thread's device. */
+static kiln_status place(kiln_plan *p) {
+  p->device = -1;
+  for (int v = 0; v < p->n_values; v++) {
+    if (p->values[v].kind != VAL_BOUND) continue;
+    int d = p->values[v].bound->storage->device;
+    if (p->device < 0) {
+      p->device = d;
+    } else if (d != p->device) {
+      char a[32], b[32];
+      return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_graph_compile: the graph holds tensors on %s and on %s",
+                         kiln_device_name(device_of_index(p->device), a, sizeof a),
+                         kiln_device_name(device_of_index(d), b, sizeof b));
+    }
+  }
+  if (p->device < 0) p->device = device_current();
+  return device_start(p->device, &p->engine, &p->queue);
+}
 
 kiln_compile_options kiln_compile_options_default(void) {
   kiln_compile_options o = {.simplify = true, .cse = true, .fold = true, .dce = true, .fuse = true, .parallel = true,
@@ -1059,7 +1082,6 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
   p->graph = kiln_graph_retain(g);
   p->n_nodes = n;
   p->polymorphic = polymorphic;
-  p->engine = kiln_default_engine();
   for (int i = 0; i < n; i++) s.forward[i] = (graph_ref){-1, 0}, s.same_as[i] = i, value_of[i] = -1;
   p->stats.nodes_before = n;
 #ifndef NDEBUG
@@ -1229,11 +1251,12 @@ kiln_plan *graph_compile_refs(kiln_graph *g, int n_nodes, int n_out, const graph
     p->arena = kiln_alloc(p->arena_bytes);
     if (!p->arena) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory for a %zu-byte arena", p->arena_bytes);
   }
+  if (st == KILN_OK) st = place(p);
   if (st == KILN_OK) {
-    p->arena_var = kiln_engine_new_var(p->engine);
+    p->arena_var = engine_new_var_on(p->engine, p->queue);
     if (!p->arena_var) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
     for (int seg = 0; p->n_segments > 1 && seg < p->n_segments && st == KILN_OK; seg++)
-      if (!(p->segments[seg].var = kiln_engine_new_var(p->engine)))
+      if (!(p->segments[seg].var = engine_new_var_on(p->engine, p->queue)))
         st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_graph_compile: out of memory");
   }
   if (st == KILN_OK) st = plan_run_lists(p);
@@ -1374,7 +1397,7 @@ static void segment_done(void *data) { release_run(((segment_run *)data)->run, 1
 static kiln_status push_segments(kiln_plan *p, plan_run *r, kiln_engine_var **vars, bool *handed_off) {
   r->segments = kiln_alloc(sizeof(segment_run) * (size_t)p->n_segments);
   if (!r->segments) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_plan_run: out of memory");
-  kiln_status st = kiln_engine_push(p->engine, run_start, NULL, NULL, NULL, 0, &p->arena_var, 1, "plan start", 0);
+  kiln_status st = engine_push_on(p->engine, p->queue, run_start, NULL, NULL, NULL, 0, &p->arena_var, 1, "plan start", 0);
   if (st != KILN_OK) return st;
   atomic_init(&r->pending, p->n_segments + 1);
   *handed_off = true;
@@ -1396,7 +1419,7 @@ static kiln_status push_segments(kiln_plan *p, plan_run *r, kiln_engine_var **va
       if (pv->kind == VAL_OUTPUT) add_var(writes, &nw, r->outputs[pv->index]->storage->var);
     }
     r->segments[g] = (segment_run){r, g};
-    st = kiln_engine_push(p->engine, run_segment, segment_done, &r->segments[g], vars, nr, writes, nw, "plan segment", 0);
+    st = engine_push_on(p->engine, p->queue, run_segment, segment_done, &r->segments[g], vars, nr, writes, nw, "plan segment", 0);
     if (st == KILN_OK) pushed++;
   }
   release_run(r, 1 + p->n_segments - pushed); /* the hold, and the segments never pushed */
@@ -1451,7 +1474,9 @@ static kiln_plan *plan_variant_for(kiln_plan *p, kiln_tensor *const *inputs) {
   if (!map || !refs || !shapes) kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory");
   if (h) {
     for (int k = 0; k < p->n_outputs; k++) refs[k] = (graph_ref){map[p->output_refs[k].node], p->output_refs[k].index};
+    int was = device_swap(p->device); /* a variant runs where its plan does */
     found = graph_compile_refs(h, h->n, p->n_outputs, refs, 0, NULL, &p->opts);
+    device_swap(was);
     kiln_graph_release(h);
   }
   if (found) {
@@ -1493,6 +1518,12 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
                          t ? "symbolic" : "NULL");
     if (tensor_failed(t))
       return kiln_errorf(t->status, "kiln_plan_run: input '%s': %s", input_name(p, i, name, sizeof name), t->error);
+    if (t->storage->device != p->device) {
+      char a[32], b[32];
+      return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_plan_run: input '%s' is on %s, the plan runs on %s",
+                         input_name(p, i, name, sizeof name), kiln_device_name(kiln_tensor_device(t), a, sizeof a),
+                         kiln_device_name(device_of_index(p->device), b, sizeof b));
+    }
     bool fits = t->dtype == want->dtype && t->ndim == want->ndim;
     for (int d = 0; fits && d < t->ndim; d++) {
       bool unknown = node->kind == GRAPH_INPUT && (node->unknown & (1u << d));
@@ -1548,7 +1579,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
   }
   for (int k = 0; k < p->n_outputs; k++) {
     const plan_value *v = &p->values[p->outputs[k]];
-    r->outputs[k] = tensor_new(v->dtype, v->ndim, v->shape);
+    r->outputs[k] = tensor_new_on(p->device, v->dtype, v->ndim, v->shape);
     if (tensor_failed(r->outputs[k]) && st == KILN_OK) st = kiln_errorf(r->outputs[k]->status, "kiln_plan_run: %s", r->outputs[k]->error);
   }
   /* Random ops draw fresh counters at each call, as eager ones do. */
@@ -1580,7 +1611,7 @@ kiln_status kiln_plan_run(kiln_plan *p, int n_in, kiln_tensor *const *inputs, ki
     kiln_engine_var **writes = vars + nr;
     for (int k = 0; k < p->n_outputs; k++) writes[nw++] = r->outputs[k]->storage->var;
     writes[nw++] = p->arena_var;
-    st = kiln_engine_push(p->engine, run_plan, free_run, r, vars, nr, writes, nw, "plan", 0);
+    st = engine_push_on(p->engine, p->queue, run_plan, free_run, r, vars, nr, writes, nw, "plan", 0);
   } else if (st == KILN_OK) {
     bool handed_off = false; /* to the segments, which free it */
     st = push_segments(p, r, vars, &handed_off);

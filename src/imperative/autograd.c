@@ -11,6 +11,7 @@
  * lives in one scope, closed at the end; the leaves' sums are written into
  * their persistent buffers by engine ops, so a handle from kiln_grad stays
  * valid and sees the new values. */
+#include "device/device.h"
 #include "imperative/autograd.h"
 
 #include <pthread.h>
@@ -295,7 +296,7 @@ static kiln_status assign_into(kiln_tensor *dst, kiln_tensor *src, bool add) {
   a->src = tensor_view_of(src);
   a->add = add;
   kiln_engine_var *reads[1] = {src->storage->var}, *writes[1] = {dst->storage->var};
-  kiln_status st = kiln_engine_push(dst->storage->engine, run_assign, free_assign, a, reads, 1, writes, 1,
+  kiln_status st = tensor_push(dst, run_assign, free_assign, a, reads, 1, writes, 1,
                                     add ? "grad_add" : "grad_write", 0);
   if (st != KILN_OK) kiln_free(a);
   return st;
@@ -322,6 +323,9 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
   if (he->node) st = topo_sort(he->node, mark, &order);
   kiln_scope_begin();
   kiln_pause_begin(); /* gradients are not recorded (no higher order yet) */
+  /* The buffers backward makes (the seed, zeros) belong on the head's
+   * device, where the whole recorded graph is. */
+  int was_device = device_swap(head->storage ? head->storage->device : device_current());
   for (size_t k = 0; k < order.n; k++) {
     ag_node *n = order.v[k];
     atomic_fetch_add(&n->refs, 1); /* alive until the end, whatever is released */
@@ -405,6 +409,7 @@ kiln_status kiln_backward(kiln_tensor *head, kiln_tensor *head_grad, bool retain
     e->pending = NULL;
   }
   kiln_pause_end();
+  device_swap(was_device);
   kiln_scope_end(); /* the pushed assignments hold the storage they read */
 
   for (size_t k = 0; k < order.n; k++) {

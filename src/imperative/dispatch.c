@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/device.h"
 #include "engine/engine.h"
 #include "imperative/autograd.h"
 #include "imperative/dispatch.h"
@@ -114,7 +115,7 @@ static kiln_status push_kernel(const kiln_op_call *c, kiln_tensor *const *in, ki
   if (c->n_out) memcpy(p->call.out, c->out, sizeof(kk_view) * (size_t)c->n_out);
   for (int i = 0; i < c->n_in; i++) vars[i] = in[i]->storage->var;
   for (int i = 0; i < c->n_out; i++) vars[c->n_in + i] = out[i]->storage->var;
-  kiln_status st = kiln_engine_push(out[0]->storage->engine, run_call, call_put, p, vars, c->n_in, vars + c->n_in,
+  kiln_status st = tensor_push(out[0], run_call, call_put, p, vars, c->n_in, vars + c->n_in,
                                     c->n_out, c->def->name, 0);
   if (st != KILN_OK) call_put(p);
   if (vars != local_vars) kiln_free(vars);
@@ -135,7 +136,9 @@ kiln_tensor *kiln_zeros_like_owned(const kiln_tensor *t) {
   kiln_attr_set_ints(&a[0], t->ndim, t->shape);
   a[1].i = t->dtype;
   kiln_tensor *z;
+  int was = device_swap(t->storage ? t->storage->device : device_current());
   kiln_dispatch_owned(KILN_OP_FULL, 0, NULL, a, 1, &z);
+  device_swap(was);
   return z;
 }
 
@@ -174,6 +177,21 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
       kiln_errorf(in[i]->status, "%s", in[i]->error);
       for (int k = 0; k < n_out; k++) out[k] = tensor_new_failed_from(in[i]);
       return in[i]->status;
+    }
+  }
+  int device = device_current();
+  for (int i = 0, first = -1; i < n_in; i++) {
+    if (!in[i]->storage) continue; /* symbolic */
+    if (first < 0) {
+      first = i;
+      device = in[i]->storage->device;
+    } else if (in[i]->storage->device != device) {
+      char a[32], b[32];
+      kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: input %d is on %s, input %d on %s (kiln_to_device moves a tensor)",
+                  def->name, first, kiln_device_name(device_of_index(device), a, sizeof a), i,
+                  kiln_device_name(device_of_index(in[i]->storage->device), b, sizeof b));
+      fail_all(out, n_out, KILN_ERR_INVALID_ARGUMENT, kiln_last_error());
+      return KILN_ERR_INVALID_ARGUMENT;
     }
   }
   if (n_in < def->min_inputs || (def->max_inputs >= 0 && n_in > def->max_inputs)) {
@@ -221,7 +239,7 @@ kiln_status kiln_dispatch_owned(kiln_op_id id, int n_in, kiln_tensor *const *in,
   for (; made < n_out; made++) {
     kiln_tensor *t = def->flags & KILN_OP_VIEW
                          ? tensor_new_view(in[0], desc[made].ndim, desc[made].shape, desc[made].strides, desc[made].offset)
-                         : tensor_new(desc[made].dtype, desc[made].ndim, desc[made].shape);
+                         : tensor_new_on(device, desc[made].dtype, desc[made].ndim, desc[made].shape);
     if (tensor_failed(t)) {
       st = kiln_errorf(t->status, "%s: %s", def->name, t->error);
       kiln_tensor_release(t);
@@ -272,6 +290,15 @@ kiln_status kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
   if (src->dtype != dst->dtype)
     return kiln_errorf(KILN_ERR_DTYPE, "kiln_assign: src is %s, dst %s (cast first)", kiln_dtype_name(src->dtype),
                        kiln_dtype_name(dst->dtype));
+  /* A source on another device comes over first (how parameters loaded on
+   * one device reach replicas on others). */
+  kiln_tensor *moved = src->storage->device != dst->storage->device ? transfer_owned(src, dst->storage->device) : NULL;
+  if (moved && tensor_failed(moved)) {
+    kiln_status failed = kiln_errorf(moved->status, "kiln_assign: %s", moved->error);
+    kiln_tensor_release(moved);
+    return failed;
+  }
+  if (moved) src = moved;
   /* The engine orders work by variable; a push that reads and writes the
    * same one would wait on itself, so an aliasing source is copied first. */
   kiln_tensor *from = NULL;
@@ -279,6 +306,7 @@ kiln_status kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
   kiln_attrs_default(KILN_OP_BROADCAST_TO, a);
   kiln_attr_set_ints(&a[0], dst->ndim, dst->shape);
   kiln_status st = kiln_dispatch_owned(KILN_OP_BROADCAST_TO, 1, &src, a, 1, &from);
+  kiln_tensor_release(moved);
   if (st == KILN_OK && from->storage == dst->storage) {
     kiln_tensor *copy;
     st = kiln_dispatch_owned(KILN_OP_COPY, 1, &from, NULL, 1, &copy);

@@ -197,7 +197,7 @@ static kiln_status push_batch(kiln_loader *l, int64_t b, kiln_tensor **x, kiln_t
   kiln_engine_var *reads[2] = {im->storage->var, lb->storage->var};
   kiln_engine_var *writes[2] = {bx->storage->var, by->storage->var};
   int n_reads = reads[0] == reads[1] ? 1 : 2;
-  st = kiln_engine_push(bx->storage->engine, gather_run, gather_done, j, reads, n_reads, writes, 2, "loader_batch", 0);
+  st = tensor_push(bx, gather_run, gather_done, j, reads, n_reads, writes, 2, "loader_batch", 0);
   if (st != KILN_OK) {
     kiln_free(j);
     kiln_tensor_release(bx);

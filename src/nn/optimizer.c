@@ -131,7 +131,7 @@ kiln_status kiln_optimizer_step(kiln_optimizer *o, double batch_size) {
     writes[nw++] = s->param->storage->var;
     if (s->m) writes[nw++] = s->m->storage->var;
     if (s->v) writes[nw++] = s->v->storage->var;
-    kiln_status st = kiln_engine_push(s->param->storage->engine, run_update, free_update, u, reads, 1, writes, nw,
+    kiln_status st = tensor_push(s->param, run_update, free_update, u, reads, 1, writes, nw,
                                       "optimizer_update", 0);
     if (st != KILN_OK) {
       kiln_free(u);

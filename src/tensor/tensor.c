@@ -4,6 +4,7 @@
 
 #include "tensor/tensor.h"
 
+#include "device/device.h"
 #include "engine/engine.h"
 
 static const size_t dtype_sizes[KILN_DTYPE_COUNT] = {4, 8, 4, 8, 1, 1};
@@ -86,6 +87,10 @@ kiln_tensor *tensor_new_failed(kiln_status status, const char *message) {
 kiln_tensor *tensor_new_failed_from(const kiln_tensor *src) { return tensor_new_failed(src->status, src->error); }
 
 kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
+  return tensor_new_on(device_current(), dt, ndim, shape);
+}
+
+kiln_tensor *tensor_new_on(int device, kiln_dtype dt, int ndim, const int64_t *shape) {
   int64_t numel;
   kiln_status st = tensor_checked_numel("tensor", dt, ndim, shape, &numel);
   if (st != KILN_OK) return tensor_new_failed(st, kiln_last_error());
@@ -95,27 +100,34 @@ kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
    * per eager op); large storage goes through the block cache. */
   bool inline_data = nbytes < KILN_BLOCK_CACHE_MIN;
   size_t block_bytes = 0;
-  kiln_storage *s = inline_data ? kiln_alloc_block(STORAGE_HEADER + nbytes, &block_bytes) : kiln_alloc(sizeof *s);
-  void *data = !s ? NULL : inline_data ? (char *)s + STORAGE_HEADER : kiln_alloc_block(nbytes, &block_bytes);
-  kiln_engine *engine = kiln_default_engine();
-  kiln_engine_var *var = engine && data ? kiln_engine_new_var(engine) : NULL;
+  const device_backend *backend = device_backend_of(device);
+  kiln_storage *s = inline_data ? backend->alloc(STORAGE_HEADER + nbytes, &block_bytes) : kiln_alloc(sizeof *s);
+  void *data = !s ? NULL : inline_data ? (char *)s + STORAGE_HEADER : backend->alloc(nbytes, &block_bytes);
+  kiln_engine *engine = NULL;
+  int queue = 0;
+  kiln_status started = device_start(device, &engine, &queue);
+  kiln_engine_var *var = started == KILN_OK && data ? engine_new_var_on(engine, queue) : NULL;
   if (!t || !s || !data || !var) {
     char buf[KILN_SHAPE_STR_MAX];
     kiln_status failure =
-        !engine ? kiln_errorf(KILN_ERR_INTERNAL, "tensor: the default engine could not start: %s", kiln_last_error())
-                : kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s",
-                              nbytes, dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
+        started != KILN_OK
+            ? kiln_errorf(started, "tensor: %s", kiln_last_error())
+            : kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s",
+                          nbytes, dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
     if (var) kiln_engine_delete_var(engine, var, NULL, NULL);
     kiln_free(t);
     if (inline_data) {
-      kiln_free_block(s, block_bytes);
+      if (s) backend->free(s, block_bytes);
     } else {
-      kiln_free_block(data, block_bytes);
+      if (data) backend->free(data, block_bytes);
       kiln_free(s);
     }
     return tensor_new_failed(failure, kiln_last_error());
   }
+  device_account(device, (int64_t)block_bytes);
   atomic_init(&s->refs, 1);
+  s->device = device;
+  s->queue = queue;
   s->engine = engine;
   s->var = var;
   s->data = data;
@@ -152,10 +164,12 @@ kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
 
 static void storage_free(void *data) {
   kiln_storage *s = data;
+  const device_backend *backend = device_backend_of(s->device);
+  device_account(s->device, -(int64_t)s->nbytes);
   if (s->inline_data) {
-    kiln_free_block(s, s->nbytes);
+    backend->free(s, s->nbytes);
   } else {
-    kiln_free_block(s->data, s->nbytes);
+    backend->free(s->data, s->nbytes);
     kiln_free(s);
   }
 }
@@ -274,4 +288,15 @@ bool kiln_tensor_is_contiguous(const kiln_tensor *t) {
   if (!t) return false;
   kk_view v = tensor_view_of(t);
   return kk_is_contiguous(&v);
+}
+
+kiln_status tensor_push(const kiln_tensor *on, kiln_engine_fn fn, void (*done)(void *data), void *data,
+                        kiln_engine_var *const *reads, int n_reads, kiln_engine_var *const *writes, int n_writes,
+                        const char *name, int priority) {
+  return engine_push_on(on->storage->engine, on->storage->queue, fn, done, data, reads, n_reads, writes, n_writes, name,
+                        priority);
+}
+
+kiln_device kiln_tensor_device(const kiln_tensor *t) {
+  return device_of_index(t && t->storage ? t->storage->device : 0);
 }

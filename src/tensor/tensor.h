@@ -19,6 +19,8 @@ typedef struct kiln_storage {
   atomic_long refs;
   kiln_engine *engine;
   kiln_engine_var *var;
+  int device; /* index in the device table (src/device) */
+  int queue;  /* the device's engine queue: where work on the storage runs */
   void *data;
   size_t nbytes;    /* of the block (header and data when inline), for kiln_free_block */
   bool inline_data; /* data follows the header in the same allocation */
@@ -55,8 +57,15 @@ kiln_tensor *tensor_new_symbolic(kiln_dtype dt, int ndim, const int64_t *shape, 
  * the count (times the element size) overflows. */
 kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const int64_t *shape, int64_t *numel);
 
-/* A contiguous tensor with uninitialised storage; a failed tensor on error. */
+/* A contiguous tensor with uninitialised storage on the thread's current
+ * device, or on device (an index of the device table); a failed tensor on
+ * error. */
 kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape);
+kiln_tensor *tensor_new_on(int device, kiln_dtype dt, int ndim, const int64_t *shape);
+/* Pushes work on the tensor's device (see kiln_engine_push). */
+kiln_status tensor_push(const kiln_tensor *on, kiln_engine_fn fn, void (*done)(void *data), void *data,
+                        kiln_engine_var *const *reads, int n_reads, kiln_engine_var *const *writes, int n_writes,
+                        const char *name, int priority);
 /* A failed tensor carrying status and message (copied). Never NULL. */
 kiln_tensor *tensor_new_failed(kiln_status status, const char *message);
 /* The preallocated, never-freed tensor that carries an out-of-memory
