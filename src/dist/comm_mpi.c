@@ -4,6 +4,7 @@
  * timed-out request cannot be cancelled (collectives cannot), so the
  * store reports the failure and the program is expected to end the job
  * (kiln_kvstore_abort). */
+#include <sched.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -82,10 +83,14 @@ static kiln_status finish(MPI_Request *req, double timeout_s, const char *what) 
                          "mpi: %s made no progress for %.0f s: another rank died or stopped pushing "
                          "(KILN_KVSTORE_TIMEOUT sets the bound)",
                          what, timeout_s);
-    /* Spin briefly (a small allreduce is microseconds), then nap so a
-     * slow peer does not cost a core. */
-    if (spins > 1000) {
-      struct timespec nap = {0, 50000};
+    /* Yield while the peer is probably just behind (the ranks share cores
+     * with their engine workers, and a spinning thread would keep the one
+     * that must answer off them); nap once it is clearly late, so a slow
+     * peer does not cost a core. */
+    if (spins < 20000) {
+      sched_yield();
+    } else {
+      struct timespec nap = {0, 100000};
       nanosleep(&nap, NULL);
     }
   }
