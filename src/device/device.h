@@ -40,8 +40,4 @@ const device_backend *device_backend_of(int index);
 /* Storage accounting: bytes handed out and given back on device index. */
 void device_account(int index, int64_t bytes);
 
-/* A contiguous copy of t (valid, concrete) on device, pushed on the copy
- * queue; owned by the caller; a failed tensor on error. */
-kiln_tensor *transfer_owned(kiln_tensor *t, int device);
-
 #endif

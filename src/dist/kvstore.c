@@ -16,6 +16,7 @@
 #include "device/device.h"
 #include "dist/comm.h"
 #include "engine/engine.h"
+#include "imperative/dispatch.h"
 #include "tensor/tensor.h"
 
 #define MAX_KEY (1 << 20)

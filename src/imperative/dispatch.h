@@ -41,6 +41,11 @@ extern kiln_status (*dispatch_graph_record)(kiln_op_id id, int n_in, kiln_tensor
                                             const kiln_attr_value *attrs, int n_out, const kiln_out_desc *desc,
                                             kiln_tensor **out);
 
+/* A contiguous copy of t (valid, concrete) on device (src/device's
+ * index), pushed on the copy queue (transfer.c, with kiln_to_device);
+ * owned by the caller; a failed tensor on error. */
+kiln_tensor *transfer_owned(kiln_tensor *t, int device);
+
 /* Fills vals with the defaults of op id's attributes. */
 void kiln_attrs_default(kiln_op_id id, kiln_attr_value *vals);
 
