@@ -148,8 +148,9 @@ static void test_hybridized_block_on_a_device(void **state) {
   kiln_scope_end();
 }
 
-/* Each device has workers of its own: with cpu(0)'s worker held by an op
- * that waits for a flag, an op pushed on cpu(5) still runs and sets it.
+/* Each device has workers of its own, and copies a queue of their own:
+ * with cpu(0)'s workers held by ops that wait for a flag, an op on cpu(5)
+ * and a copy of its result still run, and work reading the copy sets it.
  * With one shared worker set this would wait forever (bounded here). */
 typedef struct {
   atomic_int flag;
@@ -190,16 +191,18 @@ static void test_devices_have_their_own_workers(void **state) {
   kiln_engine_var *v1 = engine_new_var_on(e, 0);
   assert_int_equal(engine_push_on(e, 0, hold_until_set, NULL, &l, NULL, 0, &v1, 1, "hold", 0), KILN_OK);
   kiln_tensor *y = kiln_add_scalar(on5, 1.0); /* runs on cpu(5)'s worker */
+  kiln_tensor *moved = kiln_to_device(y, kiln_cpu(6)); /* on the copy queue */
   kiln_engine_var *v5 = engine_new_var_on(e, 0);
-  /* The flag is set by work on cpu(5) that reads y: it runs once y is. */
-  kiln_engine_var *reads[1] = {y->storage->var};
+  /* The flag is set by work on cpu(5) that reads the copy: it runs once
+   * cpu(5) and the copy queue have both run theirs, while cpu(0) is held. */
+  kiln_engine_var *reads[1] = {moved->storage->var};
   int q5 = y->storage->queue;
   assert_true(q5 > 0);
   assert_int_equal(engine_push_on(e, q5, set_flag, NULL, &l, reads, 1, &v5, 1, "set", 0), KILN_OK);
   assert_int_equal(kiln_engine_wait_var(e, v0), KILN_OK);
   assert_int_equal(kiln_engine_wait_var(e, v1), KILN_OK);
   double got;
-  assert_int_equal(kiln_tensor_item(y, &got), KILN_OK);
+  assert_int_equal(kiln_tensor_item(moved, &got), KILN_OK);
   assert_true(got == 1.0);
   kiln_engine_delete_var(e, v0, NULL, NULL);
   kiln_engine_delete_var(e, v1, NULL, NULL);
