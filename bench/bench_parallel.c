@@ -50,21 +50,67 @@ static run_result run_train(const char *cmd) {
   return r;
 }
 
-/* Sum of the durations (µs) of the profiler's events named name. */
-static double profiled_us(const char *path, const char *name, int *count) {
+/* From rank 0's engine profile: the allreduce ops' time (µs), and how
+ * much of it overlapped computation on the same process (the union of the
+ * other ops' intervals, transfers and the store's own ops left out). */
+typedef struct {
+  double start, end;
+} span;
+
+static int span_cmp(const void *a, const void *b) {
+  double x = ((const span *)a)->start, y = ((const span *)b)->start;
+  return (x > y) - (x < y);
+}
+
+static bool allreduce_overlap(const char *path, int *count, double *total_us, double *overlapped_us) {
   FILE *f = fopen(path, "r");
-  double total = 0;
-  *count = 0;
-  if (!f) return -1;
-  char line[1024], want[96];
-  snprintf(want, sizeof want, "\"name\": \"%s\"", name);
-  while (fgets(line, sizeof line, f)) {
-    if (!strstr(line, want)) continue;
-    const char *d = strstr(line, "\"dur\": ");
-    if (d) total += atof(d + 7), (*count)++;
+  if (!f) return false;
+  size_t n_ar = 0, n_c = 0, cap_ar = 1024, cap_c = 1 << 16;
+  span *ar = malloc(sizeof *ar * cap_ar), *comp = malloc(sizeof *comp * cap_c);
+  char line[1024];
+  while (ar && comp && fgets(line, sizeof line, f)) {
+    const char *name = strstr(line, "\"name\": \""), *ts = strstr(line, "\"ts\": "), *dur = strstr(line, "\"dur\": ");
+    if (!name || !ts || !dur) continue;
+    span sp = {atof(ts + 6), atof(ts + 6) + atof(dur + 7)};
+    name += 9;
+    if (!strncmp(name, "kvstore allreduce\"", 18)) {
+      if (n_ar == cap_ar) ar = realloc(ar, sizeof *ar * (cap_ar *= 2));
+      if (ar) ar[n_ar++] = sp;
+    } else if (strncmp(name, "kvstore", 7) && strncmp(name, "to_device\"", 10)) {
+      if (n_c == cap_c) comp = realloc(comp, sizeof *comp * (cap_c *= 2));
+      if (comp) comp[n_c++] = sp;
+    }
   }
   fclose(f);
-  return total;
+  if (!ar || !comp) return false;
+  qsort(comp, n_c, sizeof *comp, span_cmp);
+  size_t m = 0; /* merge into a union of disjoint spans */
+  for (size_t i = 0; i < n_c; i++) {
+    if (m && comp[i].start <= comp[m - 1].end) {
+      if (comp[i].end > comp[m - 1].end) comp[m - 1].end = comp[i].end;
+    } else {
+      comp[m++] = comp[i];
+    }
+  }
+  *count = (int)n_ar;
+  *total_us = *overlapped_us = 0;
+  for (size_t i = 0; i < n_ar; i++) {
+    *total_us += ar[i].end - ar[i].start;
+    size_t lo = 0, hi = m; /* the first span ending after this one starts */
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (comp[mid].end <= ar[i].start) lo = mid + 1;
+      else hi = mid;
+    }
+    for (size_t k = lo; k < m && comp[k].start < ar[i].end; k++) {
+      double a = comp[k].start > ar[i].start ? comp[k].start : ar[i].start;
+      double b = comp[k].end < ar[i].end ? comp[k].end : ar[i].end;
+      if (b > a) *overlapped_us += b - a;
+    }
+  }
+  free(ar);
+  free(comp);
+  return true;
 }
 
 /* Under mpirun: the median time of an allreduce of `bytes` through the
@@ -138,28 +184,44 @@ int main(int argc, char **argv) {
   run_result one = run_train(cmd);
   snprintf(cmd, sizeof cmd, "%s %s --devices 2", train, common);
   run_result two_dev = run_train(cmd);
-  /* Rank 0 records its engine: the allreduce ops' share of the epoch. */
+  /* Rank 0 records its engine: the allreduce ops' share of the epoch, and
+   * how much of it overlaps computation. Twice: the default buckets (all
+   * of LeNet's gradient in one, after backward) and 64 KB buckets (the
+   * last layers' sums start while backward computes the first ones'). */
   const char *prof = "/tmp/kiln_bench_parallel_rank0.json";
-  snprintf(cmd, sizeof cmd,
-           "mpirun -np 2 sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 0 ]; then export KILN_PROFILE=%s; fi; exec \"$0\" \"$@\"' "
-           "%s %s --kvstore mpi",
-           prof, train, common);
-  run_result two_ranks = run_train(cmd);
+  run_result two_ranks = {0}, small_buckets = {0};
+  int n_allreduce[2] = {0, 0};
+  double allreduce_us[2] = {0, 0}, overlap_us[2] = {0, 0};
+  for (int pass = 0; pass < 2; pass++) {
+    snprintf(cmd, sizeof cmd,
+             "mpirun -np 2 %s sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 0 ]; then export KILN_PROFILE=%s; fi; exec \"$0\" "
+             "\"$@\"' %s %s --kvstore mpi",
+             pass ? "-x KILN_KVSTORE_BUCKET_BYTES=65536" : "", prof, train, common);
+    run_result r = run_train(cmd);
+    if (pass) small_buckets = r;
+    else two_ranks = r;
+    if (r.ok && !allreduce_overlap(prof, &n_allreduce[pass], &allreduce_us[pass], &overlap_us[pass])) r.ok = false;
+    if (!r.ok) two_ranks.ok = false;
+  }
   if (!one.ok || !two_dev.ok || !two_ranks.ok) {
     fprintf(stderr, "bench_parallel: a training run failed (%d %d %d)\n", one.ok, two_dev.ok, two_ranks.ok);
     return 1;
   }
-  int n_allreduce = 0;
-  double allreduce_us = profiled_us(prof, "kvstore allreduce", &n_allreduce);
-  double comm_share = allreduce_us * 1e-6 / (epochs * two_ranks.seconds);
+  double comm_share = allreduce_us[0] * 1e-6 / (epochs * two_ranks.seconds);
   printf("%-34s %10s %10s %9s\n", "configuration", "epoch s", "speed-up", "test acc");
   printf("%-34s %10.2f %10s %9.4f\n", "1 device, 1 process", one.seconds, "1.00", one.test_acc);
   printf("%-34s %10.2f %10.2f %9.4f\n", "2 devices, 1 process", two_dev.seconds, one.seconds / two_dev.seconds,
          two_dev.test_acc);
   printf("%-34s %10.2f %10.2f %9.4f\n", "1 device each, 2 MPI ranks", two_ranks.seconds, one.seconds / two_ranks.seconds,
          two_ranks.test_acc);
-  printf("rank 0: %d allreduce ops, %.1f%% of its training time (waiting for the peer included)\n", n_allreduce,
-         100 * comm_share);
+  printf("%-34s %10.2f %10.2f %9.4f\n", "the same, 64 KB buckets", small_buckets.seconds,
+         one.seconds / small_buckets.seconds, small_buckets.test_acc);
+  for (int pass = 0; pass < 2; pass++)
+    printf("rank 0, %s: %d allreduce ops, %.1f%% of its training time (waiting for the peer included), %.0f%% of "
+           "it overlapping computation\n",
+           pass ? "64 KB buckets" : "default buckets", n_allreduce[pass],
+           100 * allreduce_us[pass] * 1e-6 / (epochs * (pass ? small_buckets.seconds : two_ranks.seconds)),
+           100 * overlap_us[pass] / (allreduce_us[pass] > 0 ? allreduce_us[pass] : 1));
 
   /* The model: compute(1) from the one-process epoch; the allreduce of the
    * gradient (LeNet's 61 706 float32 parameters) from the probe at two
@@ -191,6 +253,8 @@ int main(int argc, char **argv) {
   bench_metric("speedup_2_devices", one.seconds / two_dev.seconds, "x");
   bench_metric("speedup_2_ranks", one.seconds / two_ranks.seconds, "x");
   bench_metric("allreduce_share_2_ranks", 100 * comm_share, "%");
+  bench_metric("lenet_epoch_2_ranks_64k_buckets", small_buckets.seconds, "s");
+  bench_metric("allreduce_overlap_64k_buckets", 100 * overlap_us[1] / (allreduce_us[1] > 0 ? allreduce_us[1] : 1), "%");
   bench_metric("model_error_2_ranks", 100 * (two_ranks.seconds / predicted - 1), "%");
   return 0;
 }

@@ -117,13 +117,17 @@ kiln_parallel_trainer *kiln_parallel_trainer_new(int n, kiln_block *const *repli
     t->grads = kiln_alloc(sizeof(kiln_tensor *) * (size_t)(t->n_params * n + 1));
     kiln_tensor **params = kiln_alloc(sizeof(kiln_tensor *) * (size_t)(t->n_params * n + 1));
     if (!t->keys || !t->grads || !params) st = kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    /* Keys go last layer first: backward writes those gradients first, so
+     * their sums (and, for "mpi", their buckets) start while backward is
+     * still computing earlier layers'. */
     for (int i = 0; st == KILN_OK && i < t->n_params; i++) {
-      t->keys[i] = i;
+      int param = t->n_params - 1 - i;
+      t->keys[i] = param;
       for (int d = 0; d < n; d++) {
-        params[i * n + d] = lists[d].tensors[i];
-        t->grads[i * n + d] = kiln_grad(lists[d].tensors[i]);
+        params[i * n + d] = lists[d].tensors[param];
+        t->grads[i * n + d] = kiln_grad(lists[d].tensors[param]);
       }
-      st = kiln_kvstore_init(t->kv, i, lists[0].tensors[i]);
+      st = kiln_kvstore_init(t->kv, param, lists[0].tensors[param]);
     }
     /* Every replica (and process) starts from replica 0's values. */
     if (st == KILN_OK && t->n_params) st = kiln_kvstore_pull(t->kv, t->n_params, t->keys, n, params, 0);
@@ -142,8 +146,8 @@ kiln_parallel_trainer *kiln_parallel_trainer_new(int n, kiln_block *const *repli
 
 kiln_status kiln_parallel_trainer_step(kiln_parallel_trainer *t, double batch_size) {
   if (!t) return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "kiln_parallel_trainer_step: trainer is NULL");
-  /* One push of every key, so an "mpi" store packs them into buckets;
-   * then every replica's gradients become the sum. */
+  /* One push of every key, so an "mpi" store packs them into buckets (the
+   * last layers' first); then every replica's gradients become the sum. */
   kiln_status st = t->n_params ? kiln_kvstore_push(t->kv, t->n_params, t->keys, t->n, t->grads, 0) : KILN_OK;
   if (st == KILN_OK && t->n_params) st = kiln_kvstore_pull(t->kv, t->n_params, t->keys, t->n, t->grads, 0);
   for (int d = 0; st == KILN_OK && d < t->n; d++) st = kiln_trainer_step(t->trainers[d], batch_size);
