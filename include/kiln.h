@@ -207,7 +207,9 @@ KILN_API kiln_tensor *kiln_random_bernoulli(kiln_generator *gen, double p, kiln_
 
 /* These share storage with their input; no data moves, except kiln_reshape
  * of a non-contiguous tensor, which copies (as torch.reshape does). One entry
- * of a reshape's shape may be -1: it is inferred. */
+ * of a reshape's shape may be -1: it is inferred. An entry -2 is the input's
+ * dim in the same place (ONNX's 0): in a graph with unknown dims it stays
+ * that dim at every size, where a number would fix it. */
 KILN_API kiln_tensor *kiln_reshape(kiln_tensor *x, int ndim, const int64_t *shape);
 KILN_API kiln_tensor *kiln_transpose(kiln_tensor *x, int axis0, int axis1);
 KILN_API kiln_tensor *kiln_permute(kiln_tensor *x, int ndim, const int *axes);
