@@ -5,6 +5,7 @@
  * inputs large enough to split. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include "base/parallel.h"
@@ -88,6 +89,66 @@ static void concurrent_callers(void **state) {
     kiln_tensor_release(res);
   }
   kiln_tensor_release(x);
+}
+
+/* Per-worker partial sums whose total depends on the order of addition:
+ * the bits must not depend on whether this thread got the pool. */
+typedef struct {
+  const float *x;
+  float partial[64];
+} partial_sums;
+
+static void sum_chunk(void *ctx, int64_t begin, int64_t end, int worker) {
+  partial_sums *p = ctx;
+  float s = 0;
+  for (int64_t i = begin; i < end; i++) s += p->x[i];
+  p->partial[worker] += s;
+}
+
+static float summed_in_worker_order(const float *x, int64_t n) {
+  partial_sums p = {.x = x};
+  kiln_parallel_for(n, 1024, sum_chunk, &p);
+  float total = 0;
+  for (int w = 0; w < kiln_parallel_workers(); w++) total += p.partial[w];
+  return total;
+}
+
+static atomic_int holding, release_pool;
+
+static void hold_chunk(void *ctx, int64_t begin, int64_t end, int worker) {
+  (void)ctx, (void)begin, (void)end, (void)worker;
+  atomic_store(&holding, 1);
+  while (!atomic_load(&release_pool)) sched_yield();
+}
+
+static void *hold_the_pool(void *arg) {
+  (void)arg;
+  kiln_parallel_for(1 << 20, 1, hold_chunk, NULL);
+  return NULL;
+}
+
+static void a_busy_pool_gives_the_same_bits(void **state) {
+  (void)state;
+  if (kiln_parallel_workers() < 2) skip();
+  enum { LEN = 1 << 16 };
+  float *x = malloc(sizeof(float) * LEN);
+  uint64_t seed = 3;
+  for (int i = 0; i < LEN; i++) x[i] = (float)(tu_rng_unit(&seed) * 1e4 - 5e3) * (i % 7 == 0 ? 1e-4f : 1.0f);
+  float with_pool = summed_in_worker_order(x, LEN);
+  float one_call = 0;
+  for (int i = 0; i < LEN; i++) one_call += x[i];
+  atomic_store(&holding, 0);
+  atomic_store(&release_pool, 0);
+  pthread_t t;
+  pthread_create(&t, NULL, hold_the_pool, NULL);
+  while (!atomic_load(&holding)) sched_yield();
+  float without_pool = summed_in_worker_order(x, LEN);
+  atomic_store(&release_pool, 1);
+  pthread_join(t, NULL);
+  /* The test can fail: summed in one call the bits differ. */
+  assert_true(one_call != with_pool);
+  assert_true(without_pool == with_pool);
+  free(x);
 }
 
 /* Large enough to split: the optimised kernel against the reference. */
@@ -214,6 +275,7 @@ int main(void) {
       cmocka_unit_test(every_index_once),
       cmocka_unit_test(nested_loops_run_serially),
       cmocka_unit_test(concurrent_callers),
+      cmocka_unit_test(a_busy_pool_gives_the_same_bits),
       cmocka_unit_test(parallel_kernels_match_reference),
       cmocka_unit_test(conv_channel_lane_tiles),
       cmocka_unit_test(parallel_reductions_match_reference),

@@ -135,8 +135,23 @@ int kiln_parallel_workers(void) {
 void kiln_parallel_for(int64_t n, int64_t grain, kiln_parallel_fn fn, void *ctx) {
   if (n <= 0) return;
   int workers = kiln_parallel_workers();
-  if (workers == 1 || n < 2 * (grain > 0 ? grain : 1) || inside_loop || pthread_mutex_trylock(&pool.busy) != 0) {
+  if (workers == 1 || n < 2 * (grain > 0 ? grain : 1) || inside_loop) {
     fn(ctx, 0, n, 0);
+    return;
+  }
+  int64_t begin, end;
+  if (pthread_mutex_trylock(&pool.busy) != 0) {
+    /* Another thread's loop has the pool (another device's worker): run
+     * the same chunks here, in order. A kernel that keeps partials per
+     * worker (conv2d's weight gradient) then gives the bits it gives with
+     * the pool, where one call over [0, n) summed in another order and made
+     * data-parallel replicas drift apart. */
+    inside_loop = true;
+    for (int w = 0; w < workers; w++) {
+      chunk(n, workers, w, &begin, &end);
+      if (begin < end) fn(ctx, begin, end, w);
+    }
+    inside_loop = false;
     return;
   }
   pthread_mutex_lock(&pool.lock);
@@ -148,7 +163,6 @@ void kiln_parallel_for(int64_t n, int64_t grain, kiln_parallel_fn fn, void *ctx)
   pthread_cond_broadcast(&pool.wake);
   pthread_mutex_unlock(&pool.lock);
 
-  int64_t begin, end;
   chunk(n, workers, 0, &begin, &end);
   inside_loop = true;
   if (begin < end) fn(ctx, begin, end, 0);

@@ -19,11 +19,13 @@ int kiln_parallel_workers(void);
 void kiln_parallel_set_threads(int participants);
 
 /* Runs fn over [0, n) in contiguous chunks, one per participant, when n is
- * at least 2 * grain; otherwise, or while another parallel loop is running
- * (from another thread, or nested inside one), runs fn(ctx, 0, n, 0) in the
- * caller. Chunk boundaries depend only on n and the worker count, so a
- * kernel that writes disjoint outputs per index gives the same bits however
- * it is scheduled. Returns when every chunk is done. */
+ * at least 2 * grain; otherwise, or nested inside another loop, runs
+ * fn(ctx, 0, n, 0) in the caller. While another thread's loop has the pool,
+ * the caller runs the same chunks itself, in order, with their worker
+ * numbers. Chunk boundaries depend only on n and the worker count, so a
+ * kernel gives the same bits however it is scheduled, also one that keeps
+ * partials per worker and combines them in worker order. Returns when every
+ * chunk is done. */
 void kiln_parallel_for(int64_t n, int64_t grain, kiln_parallel_fn fn, void *ctx);
 
 #endif
