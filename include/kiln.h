@@ -88,9 +88,9 @@ KILN_API const char *kiln_version(void);
 typedef void *(*kiln_alloc_fn)(size_t size, size_t align, void *user);
 typedef void (*kiln_free_fn)(void *ptr, void *user);
 KILN_API void kiln_set_allocator(kiln_alloc_fn alloc, kiln_free_fn free_fn, void *user);
-/* Large freed tensor buffers are kept in a small bounded cache (at most
- * 512 MiB) for reuse by the next tensor of the same size; this returns them
- * to the system. Thread-safe. */
+/* Freed tensor buffers are kept in small bounded caches (at most 512 MiB,
+ * and 8 MiB of buffers up to 4 KiB) for reuse by the next tensor of the
+ * same size; this returns them to the system. Thread-safe. */
 KILN_API void kiln_release_cached_memory(void);
 
 /* ---------------------------------------------------------------- dtypes */

@@ -33,6 +33,9 @@ void *kiln_alloc(size_t size);
 void *kiln_calloc(size_t count, size_t size);
 void kiln_free(void *ptr);
 char *kiln_strdup(const char *s);
+/* Zeroed, aligned to 16 only (through the same hook): for small headers
+ * that no kernel reads with vector loads. Freed with kiln_free. */
+void *kiln_alloc_small(size_t size);
 
 /* For tensor storage: freed blocks are reused from a small bounded cache
  * (see alloc.c for why). *actual receives the size to pass to

@@ -67,7 +67,7 @@ kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const 
 #define STORAGE_HEADER ((sizeof(kiln_storage) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN)
 
 static kiln_tensor *tensor_alloc_header(void) {
-  kiln_tensor *t = kiln_calloc(1, sizeof *t);
+  kiln_tensor *t = kiln_alloc_small(sizeof *t);
   if (t) atomic_init(&t->refs, 1);
   return t;
 }
