@@ -141,6 +141,15 @@ KILN_API bool kiln_tensor_is_contiguous(const kiln_tensor *t);
 KILN_API kiln_status kiln_tensor_copy_to(const kiln_tensor *t, void *buf, size_t buf_bytes);
 /* The single element of a tensor with one element, converted to double. */
 KILN_API kiln_status kiln_tensor_item(const kiln_tensor *t, double *out);
+/* The address of t's element [0, ..., 0] (kiln_tensor_strides give the
+ * rest, in elements; they may be negative or zero), after waiting for the
+ * ops pushed so far that write t, so the values there are final until more
+ * work on t is pushed. The memory stays valid while the caller holds a
+ * reference to t. Reading is safe at once; to write through the address,
+ * first wait for the ops that read t as well (kiln_waitall), and push no
+ * op on t while writing. Fails with t's own status when it carries a
+ * failure (*data is then NULL), and for symbolic tensors. Thread-safe. */
+KILN_API kiln_status kiln_tensor_data(const kiln_tensor *t, void **data);
 
 /* numpy-like text: "array([[1., 2.],\n       [3., 4.]], dtype=float32)".
  * Large tensors are summarised with "..." as numpy does. kiln_tensor_format
@@ -173,6 +182,20 @@ KILN_API kiln_tensor *kiln_linspace(double start, double stop, int64_t num, kiln
 KILN_API kiln_tensor *kiln_eye(int64_t n, int64_t m, kiln_dtype dt);
 /* Copies numel * dtype size bytes from data (row-major). */
 KILN_API kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const void *data);
+/* A tensor over memory kiln does not own, without a copy (numpy's and
+ * DLPack's memory from the Python module). strides are in elements, may be
+ * negative or zero, and NULL means row-major; data must be aligned to the
+ * dtype's size. kiln reads and writes the memory in place (an op's output
+ * is always new kiln memory; kiln_assign and the Python module's item
+ * assignment write into it). The tensor lives on the calling thread's
+ * current device. When its last reference goes, release(ctx) is called
+ * exactly once, after every op already pushed on it, possibly on an engine
+ * worker thread and with kiln's locks not held; release may be NULL when
+ * the caller keeps the memory alive by other means. On failure (a failed
+ * tensor: a bad dtype, shape or stride, NULL or misaligned data, out of
+ * memory) release is never called and the memory stays the caller's. */
+KILN_API kiln_tensor *kiln_tensor_from_external(kiln_dtype dt, int ndim, const int64_t *shape, const int64_t *strides,
+                                                void *data, void (*release)(void *ctx), void *ctx);
 /* A contiguous copy of any tensor or view. */
 KILN_API kiln_tensor *kiln_contiguous(kiln_tensor *t);
 KILN_API kiln_tensor *kiln_copy(kiln_tensor *t);

@@ -4,7 +4,11 @@ Arrays are ``NDArray`` objects, each owning one reference to a kiln tensor.
 Binary ops broadcast as numpy does; both operands have one dtype (a Python
 number takes the array's dtype). Ops return at once and compute on kiln's
 engine; ``wait_to_read()``, ``waitall()`` and any read of values wait.
-``numpy.asarray(x)`` shares x's memory (read-only); ``x.asnumpy()`` copies.
+``numpy.asarray(x)`` shares x's memory; ``x.asnumpy()`` copies. ``from_numpy``,
+``array(a, copy=False)`` and ``from_dlpack`` share memory the other way, and
+kiln arrays implement ``__dlpack__`` (torch.from_dlpack(x) shares x). Memory
+shared with kiln may be read at once; before writing it from outside kiln,
+wait for the kiln ops that use it (``waitall()``).
 """
 import array as _pyarray
 
@@ -15,7 +19,8 @@ from ._kiln import (NDArray, zeros as _zeros, ones as _ones, full as _full, aran
                     div as divide, pow as power, maximum, minimum, equal, not_equal, less, less_equal, greater,
                     greater_equal, logical_and, logical_or, matmul, sum, mean, max, min, prod, logsumexp, argmax,
                     argmin, var, softmax, log_softmax, expand_dims, squeeze, leaky_relu, take, one_hot, concat, stack,
-                    clip, cast, where, linear, gather, softmax_cross_entropy, dropout, waitall)
+                    clip, cast, where, linear, gather, softmax_cross_entropy, dropout, waitall, from_dlpack,
+                    share as _share)
 
 try:
     import numpy as _np
@@ -41,11 +46,56 @@ def _flatten(obj, shape, out, depth=0):
         out.append(float(obj))
 
 
-def array(source, dtype=None):
+_SHARED_DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
+
+
+def from_numpy(a):
+    """A kiln array sharing a's memory (no copy): a writable numpy array (any
+    strides) of float32, float64, int32, int64, uint8 or bool, or anything
+    else exporting such a writable buffer. The kiln array keeps a alive;
+    writes through either are seen by the other once kiln's pending ops on
+    it are done (``waitall()``). Raises TypeError (kiln.DtypeError) for
+    other dtypes and ValueError for read-only or misaligned memory."""
+    return _share(a)
+
+
+def to_dlpack_for_read(x):
+    """A DLPack capsule of x's memory, after x's pending writes (MXNet's
+    name; the same as ``x.__dlpack__()``)."""
+    return x.__dlpack__()
+
+
+def to_dlpack_for_write(x):
+    """A DLPack capsule of x's memory after every pending kiln op, so the
+    consumer may write it at once."""
+    waitall()
+    return x.__dlpack__()
+
+
+def array(source, dtype=None, copy=True):
     """A new array holding a copy of source: a kiln array, a numpy array (its
     dtype kept unless dtype says otherwise), anything exporting a buffer, or
-    nested lists of numbers (float32 unless dtype says otherwise)."""
+    nested lists of numbers (float32 unless dtype says otherwise).
+
+    copy=False shares the memory of a numpy array or buffer instead when it
+    can (a kiln dtype, writable, aligned: see ``from_numpy``) and copies when
+    it cannot, as numpy.array(copy=False) does; a kiln array is returned as
+    it is."""
     dtype = _dtype(dtype)
+    if not copy:
+        if isinstance(source, NDArray) and (dtype is None or dtype == source.dtype):
+            return source
+        if _np is not None and isinstance(source, _np.ndarray):
+            if (source.dtype.name in _SHARED_DTYPES and (dtype is None or dtype == source.dtype.name)
+                    and source.flags.writeable and source.flags.aligned and source.dtype.isnative):
+                return _share(source)
+        elif not isinstance(source, (list, tuple, int, float, bool, NDArray)):
+            try:
+                shared = _share(source)
+            except (TypeError, ValueError, BufferError):
+                shared = None
+            if shared is not None and (dtype is None or dtype == shared.dtype):
+                return shared
     if isinstance(source, NDArray):
         return source.copy() if dtype is None or dtype == source.dtype else source.astype(dtype)
     if _np is not None and isinstance(source, _np.ndarray):

@@ -57,6 +57,18 @@ int kp_axes_from(PyObject *o, int *axes, int *n);
 void kp_stash_exception(void);
 int kp_restore_stashed(void);
 
+/* A kiln dtype for a PEP 3118 format and item size; -1 when none fits. */
+int kp_dtype_of_format(const char *fmt, Py_ssize_t itemsize, kiln_dtype *out);
+
+/* Zero-copy exchange (exchange.c): DLPack export on arrays, imports from
+ * DLPack and writable buffers, and the queue of releases that give memory
+ * back to Python, run with the GIL (kp_drain_releases runs them now). */
+PyObject *kp_array_dlpack(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *kp_array_dlpack_device(PyObject *self, PyObject *unused);
+PyObject *kp_from_dlpack(PyObject *m, PyObject *obj);
+PyObject *kp_share_buffer(PyObject *m, PyObject *obj);
+void kp_drain_releases(void);
+
 int kp_ndarray_init(PyObject *m);
 extern PyMethodDef kp_nn_methods[];
 extern PyMethodDef kp_nd_methods[];

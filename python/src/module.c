@@ -187,7 +187,7 @@ static PyObject *f_seed(PyObject *m, PyObject *arg) {
 }
 
 /* A kiln dtype for a PEP 3118 format character and item size. */
-static int dtype_of_format(const char *fmt, Py_ssize_t itemsize, kiln_dtype *out) {
+int kp_dtype_of_format(const char *fmt, Py_ssize_t itemsize, kiln_dtype *out) {
   if (*fmt == '@' || *fmt == '=' || *fmt == '<') fmt++;
   if (fmt[0] && fmt[1]) return -1;
   switch (fmt[0]) {
@@ -215,7 +215,7 @@ static PyObject *f_from_buffer(PyObject *m, PyObject *args, PyObject *kw) {
   if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
   kiln_dtype src;
   PyObject *res = NULL;
-  if (dtype_of_format(view.format ? view.format : "B", view.itemsize, &src) < 0) {
+  if (kp_dtype_of_format(view.format ? view.format : "B", view.itemsize, &src) < 0) {
     PyErr_Format(PyExc_TypeError, "kiln has no dtype for buffer format '%s'", view.format ? view.format : "B");
     goto done;
   }
@@ -474,6 +474,9 @@ static PyObject *f_waitall(PyObject *m, PyObject *unused) {
   kiln_status st;
   Py_BEGIN_ALLOW_THREADS st = kiln_waitall();
   Py_END_ALLOW_THREADS
+  /* Memory kiln was sharing goes back to Python now, not at the next
+   * bytecode boundary: tests and users count references after a wait. */
+  kp_drain_releases();
   if (st != KILN_OK) return kp_raise_last(st);
   Py_RETURN_NONE;
 }
@@ -523,6 +526,7 @@ PyMethodDef kp_nd_methods[] = {
     {"linear", f_linear, METH_VARARGS, NULL}, {"gather", f_gather, METH_VARARGS, NULL},
     {"softmax_cross_entropy", f_softmax_cross_entropy, METH_VARARGS, NULL}, {"dropout", f_dropout, METH_VARARGS, NULL},
     {"waitall", f_waitall, METH_NOARGS, NULL},
+    {"from_dlpack", kp_from_dlpack, METH_O, NULL}, {"share", kp_share_buffer, METH_O, NULL},
     U(record_begin), {"record_end", f_record_end, METH_NOARGS, NULL}, {"pause_begin", f_pause_begin, METH_NOARGS, NULL},
     {"pause_end", f_pause_end, METH_NOARGS, NULL}, {"is_recording", f_is_recording, METH_NOARGS, NULL},
     {"is_training", f_is_training, METH_NOARGS, NULL}, U(use_reference_kernels),

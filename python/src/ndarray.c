@@ -3,8 +3,8 @@
  * Operators are the op library: a Python number operand becomes the other
  * operand's dtype (kiln computes in one dtype; MXNet's rule). Indexing with
  * ints, slices, None and Ellipsis gives views. The buffer protocol exports
- * the tensor's own memory, read-only, after waiting for its pending writes:
- * numpy.asarray(x) is zero-copy. */
+ * the tensor's own memory, writable, after waiting for its pending writes:
+ * numpy.asarray(x) is zero-copy both ways. */
 #include "kilnpy.h"
 
 #include "tensor/tensor.h"
@@ -242,20 +242,20 @@ static const char *format_of(kiln_dtype dt) {
 }
 
 /* The values must exist before anyone reads the memory: wait for the
- * tensor's pending writes (GIL released), and refuse symbolic values. */
+ * tensor's pending writes (GIL released), and refuse symbolic values. The
+ * buffer is writable (numpy.asarray(x) writes into x), but the wait covers
+ * only writes: ops already pushed that read x may still be running, so a
+ * writer waits for them first (kiln.waitall(), docs/python.md). */
 static int getbuffer(PyObject *obj, Py_buffer *view, int flags) {
   kp_array *self = (kp_array *)obj;
   kiln_tensor *t = self->t;
-  if (flags & PyBUF_WRITABLE) {
-    PyErr_SetString(PyExc_BufferError, "kiln arrays export read-only buffers (asnumpy() gives a writable copy)");
-    return -1;
-  }
   if (t->sym) {
     PyErr_SetString(PyExc_BufferError, "a symbolic array (inside a trace) has no values to export");
     return -1;
   }
   kiln_status st;
-  Py_BEGIN_ALLOW_THREADS st = kiln_wait_to_read(t);
+  void *data;
+  Py_BEGIN_ALLOW_THREADS st = kiln_tensor_data(t, &data);
   Py_END_ALLOW_THREADS
   if (st != KILN_OK) {
     kp_raise(st, kiln_tensor_error(t));
@@ -277,10 +277,10 @@ static int getbuffer(PyObject *obj, Py_buffer *view, int flags) {
     dims[i] = (Py_ssize_t)kiln_tensor_dim(t, i);
     dims[nd + i] = (Py_ssize_t)(kiln_tensor_strides(t)[i] * (int64_t)item);
   }
-  view->buf = kiln_tensor_numel(t) ? tensor_data(t) : NULL;
+  view->buf = kiln_tensor_numel(t) ? data : NULL;
   view->obj = Py_NewRef(obj);
   view->len = (Py_ssize_t)(kiln_tensor_numel(t) * (int64_t)item);
-  view->readonly = 1;
+  view->readonly = 0;
   view->itemsize = (Py_ssize_t)item;
   view->format = (flags & PyBUF_FORMAT) ? (char *)format_of(kiln_tensor_dtype(t)) : NULL;
   view->ndim = nd;
@@ -463,6 +463,9 @@ static PyMethodDef methods[] = {
     {"astype", (PyCFunction)m_astype, METH_O, NULL},
     {"copy", (PyCFunction)m_copy, METH_NOARGS, NULL},
     {"is_contiguous", (PyCFunction)m_is_contiguous, METH_NOARGS, NULL},
+    {"__dlpack__", KP_FN(kp_array_dlpack), METH_VARARGS | METH_KEYWORDS,
+     "A DLPack capsule sharing this array's memory (after its pending writes)."},
+    {"__dlpack_device__", kp_array_dlpack_device, METH_NOARGS, "(1, 0): kiln arrays are in host memory."},
     {NULL, NULL, 0, NULL},
 };
 

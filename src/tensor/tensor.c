@@ -133,6 +133,7 @@ kiln_tensor *tensor_new_on(int device, kiln_dtype dt, int ndim, const int64_t *s
   s->data = data;
   s->nbytes = block_bytes;
   s->inline_data = inline_data;
+  s->release = NULL;
   t->storage = s;
   t->dtype = dt;
   t->ndim = ndim;
@@ -164,6 +165,11 @@ kiln_tensor *kiln_tensor_retain(kiln_tensor *t) {
 
 static void storage_free(void *data) {
   kiln_storage *s = data;
+  if (s->release) {
+    s->release(s->release_ctx);
+    kiln_free(s);
+    return;
+  }
   const device_backend *backend = device_backend_of(s->device);
   device_account(s->device, -(int64_t)s->nbytes);
   if (s->inline_data) {

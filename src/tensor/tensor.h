@@ -24,6 +24,10 @@ typedef struct kiln_storage {
   void *data;
   size_t nbytes;    /* of the block (header and data when inline), for kiln_free_block */
   bool inline_data; /* data follows the header in the same allocation */
+  /* Memory kiln did not allocate (kiln_tensor_from_external): freeing the
+   * storage calls release(release_ctx) instead of freeing data. */
+  void (*release)(void *ctx);
+  void *release_ctx;
 } kiln_storage;
 
 struct kiln_tensor {
