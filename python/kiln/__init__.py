@@ -10,8 +10,10 @@ Failures raise ``kiln.KilnError`` subclasses carrying kiln's message.
 from . import _kiln
 from ._kiln import (KilnError, InvalidArgumentError, ShapeError, DtypeError, OutOfRangeError, OverflowError,
                     OutOfMemoryError, UnsupportedError, IoError, CorruptError, InternalError)
-from . import nd, autograd, init, nn, gluon, data
+from . import nd, autograd, init, nn, gluon, data, kvstore
 from .nd import waitall
 from .model import load
+from .context import Device, Context, cpu, current_device, current_context
 
-__all__ = ["nd", "autograd", "init", "nn", "gluon", "data", "load", "waitall", "KilnError"]
+__all__ = ["nd", "autograd", "init", "nn", "gluon", "data", "kvstore", "load", "waitall", "KilnError", "cpu",
+           "Device", "current_device"]

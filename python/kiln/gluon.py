@@ -68,3 +68,18 @@ class Trainer:
     @property
     def learning_rate(self):
         return _kiln.trainer_lr(self._h)
+
+
+class utils:
+    """gluon.utils.split_and_load (d2l 13.5): data split along axis 0 into
+    len(ctx_list) slices (sizes differing by at most one), slice i copied to
+    ctx_list[i]."""
+
+    @staticmethod
+    def split_and_load(data, ctx_list, batch_axis=0, even_split=True):
+        if batch_axis != 0:
+            raise NotImplementedError("split_and_load splits along axis 0")
+        if even_split and data.shape[0] % len(ctx_list):
+            raise ValueError("a batch of %d does not split evenly over %d devices (pass even_split=False)"
+                             % (data.shape[0], len(ctx_list)))
+        return _kiln.split_and_load(data, [c.device_id for c in ctx_list])

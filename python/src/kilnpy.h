@@ -72,6 +72,7 @@ void kp_drain_releases(void);
 int kp_ndarray_init(PyObject *m);
 extern PyMethodDef kp_nn_methods[];
 extern PyMethodDef kp_nd_methods[];
+extern PyMethodDef kp_dist_methods[]; /* dist.c: devices, the key-value store */
 
 #define KP_FN(f) ((PyCFunction)(void (*)(void))(f))
 

@@ -573,7 +573,9 @@ PyMODINIT_FUNC PyInit__kiln(void);
 PyMODINIT_FUNC PyInit__kiln(void) {
   PyObject *m = PyModule_Create(&module_def);
   if (!m) return NULL;
-  if (PyModule_AddFunctions(m, kp_nd_methods) < 0 || PyModule_AddFunctions(m, kp_nn_methods) < 0) goto fail;
+  if (PyModule_AddFunctions(m, kp_nd_methods) < 0 || PyModule_AddFunctions(m, kp_nn_methods) < 0 ||
+      PyModule_AddFunctions(m, kp_dist_methods) < 0)
+    goto fail;
   kp_base_error = PyErr_NewExceptionWithDoc("kiln.KilnError", "A kiln call failed; .status names kiln's status.",
                                             PyExc_Exception, NULL);
   if (!kp_base_error || PyModule_AddObjectRef(m, "KilnError", kp_base_error) < 0) goto fail;
