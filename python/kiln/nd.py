@@ -200,3 +200,4 @@ for _name in ("sum", "mean", "max", "min", "prod", "argmax", "argmin", "var", "l
 _kiln._add_method("asnumpy", _asnumpy)
 _kiln._add_method("__array__", _array)
 _kiln._add_method("__array_priority__", 100.0)  # numpy defers to kiln's reflected operators
+

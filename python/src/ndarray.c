@@ -87,7 +87,34 @@ static PyObject *nb_int(PyObject *a) {
   return item_of((kp_array *)a, &v) < 0 ? NULL : PyLong_FromDouble(v);
 }
 
+/* x op= y writes into x's memory, as MXNet's do: views of x and other
+ * names for it see the result (Python's default would rebind x to a new
+ * array). Refused while autograd records, whose tape would miss the write. */
+static PyObject *in_place(PyObject *a, PyObject *b, binaryfunc op, const char *sym) {
+  if (!kp_is_array(a)) Py_RETURN_NOTIMPLEMENTED;
+  if (kiln_is_recording()) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "x %s y: in-place ops are not recorded by autograd; inside record(), write x = x %.1s y",
+             sym, sym);
+    return kp_raise(KILN_ERR_UNSUPPORTED, msg);
+  }
+  PyObject *r = op(a, b);
+  if (!r || r == Py_NotImplemented) return r;
+  kiln_status st = kiln_assign(((kp_array *)a)->t, ((kp_array *)r)->t);
+  Py_DECREF(r);
+  if (st != KILN_OK) return kp_raise_last(st);
+  return Py_NewRef(a);
+}
+static PyObject *nb_iadd(PyObject *a, PyObject *b) { return in_place(a, b, nb_add, "+="); }
+static PyObject *nb_isub(PyObject *a, PyObject *b) { return in_place(a, b, nb_sub, "-="); }
+static PyObject *nb_imul(PyObject *a, PyObject *b) { return in_place(a, b, nb_mul, "*="); }
+static PyObject *nb_idiv(PyObject *a, PyObject *b) { return in_place(a, b, nb_div, "/="); }
+
 static PyNumberMethods number_methods = {
+    .nb_inplace_add = nb_iadd,
+    .nb_inplace_subtract = nb_isub,
+    .nb_inplace_multiply = nb_imul,
+    .nb_inplace_true_divide = nb_idiv,
     .nb_add = nb_add,
     .nb_subtract = nb_sub,
     .nb_multiply = nb_mul,
