@@ -81,25 +81,6 @@ static bool same_bits(const char *label, kiln_tensor *got, kiln_tensor *want) {
   return same;
 }
 
-/* No temporary file of this process is left beside prefix. */
-static void expect_no_temporaries(const char *prefix) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s", prefix);
-  char *slash = strrchr(dir, '/');
-  assert_non_null(slash);
-  const char *base = prefix + (slash - dir) + 1;
-  *slash = '\0';
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  for (struct dirent *e; (e = readdir(d));)
-    if (strncmp(e->d_name, base, strlen(base)) == 0 && strstr(e->d_name, ".tmp.")) {
-      fprintf(stderr, "temporary %s/%s left behind\n", dir, e->d_name);
-      closedir(d);
-      fail();
-    }
-  closedir(d);
-}
-
 /* ------------------------------------------------------------ models */
 
 static kiln_block *mlp(void) {
@@ -158,7 +139,7 @@ static void round_trips_bit_for_bit(void **state) {
     char prefix[512];
     tmp_prefix(prefix, sizeof prefix, cases[c].name);
     assert_int_equal(kiln_block_export(net, prefix), KILN_OK);
-    expect_no_temporaries(prefix);
+    tu_expect_no_temporaries(prefix);
     kiln_model *m = kiln_model_load(prefix);
     if (!m) fprintf(stderr, "%s\n", kiln_last_error());
     assert_non_null(m);
@@ -509,7 +490,7 @@ static void exports_the_latest_inference_plan(void **state) {
   kiln_record_end();
   expect_exported_batch(net, prefix, 4);
   kiln_scope_end();
-  expect_no_temporaries(prefix);
+  tu_expect_no_temporaries(prefix);
   kiln_block_release(net);
   remove_pair(prefix);
 }
@@ -932,7 +913,7 @@ static void allocation_failures(void **state) {
     assert_true(s3 == KILN_OK || s3 == KILN_ERR_OUT_OF_MEMORY);
     if (s1 != KILN_OK) assert_null(m1);
     if (s2 != KILN_OK) assert_null(m2);
-    expect_no_temporaries(prefix);
+    tu_expect_no_temporaries(prefix);
     if (s1 == KILN_OK && s2 == KILN_OK && s3 == KILN_OK && asked <= fail_at) break;
   }
   kiln_block_release(net);

@@ -15,7 +15,6 @@
  *
  * With KILN_ONNX_EXPORT_DIR set (CTest sets it), the exported files are
  * also written there for tests/onnx_checker.py, the ONNX checker test. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,25 +42,6 @@ static void keep_for_checker(kiln_block *net, const kiln_model *m, const char *n
   kiln_status st = net ? kiln_block_export_onnx(net, path, o) : kiln_model_export_onnx(m, path);
   if (st != KILN_OK) fprintf(stderr, "%s\n", kiln_last_error());
   assert_int_equal(st, KILN_OK);
-}
-
-/* No temporary file of this process is left beside path. */
-static void expect_no_temporaries(const char *path) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  assert_non_null(slash);
-  const char *base = path + (slash - dir) + 1;
-  *slash = '\0';
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  for (struct dirent *e; (e = readdir(d));)
-    if (strncmp(e->d_name, base, strlen(base)) == 0 && strstr(e->d_name, ".tmp.")) {
-      fprintf(stderr, "temporary %s/%s left behind\n", dir, e->d_name);
-      closedir(d);
-      fail();
-    }
-  closedir(d);
 }
 
 static bool exists(const char *path) {
@@ -250,7 +230,7 @@ static void round_trips(void **state) {
     kiln_status st = kiln_block_export_onnx(net, path, NULL);
     if (st != KILN_OK) fprintf(stderr, "%s\n", kiln_last_error());
     assert_int_equal(st, KILN_OK);
-    expect_no_temporaries(path);
+    tu_expect_no_temporaries(path);
     kiln_model *m = load(path);
     for (uint64_t seed = 0; seed < 3; seed++) {
       kiln_tensor *x = tu_track(tu_random(KILN_F32, cases[c].ndim, cases[c].shape, 50 + seed, -2, 2));
@@ -376,7 +356,7 @@ static void refuses(void **state) {
   assert_non_null(strstr(kiln_last_error(), "random_normal"));
   assert_non_null(strstr(kiln_last_error(), "node"));
   assert_false(exists(path));
-  expect_no_temporaries(path);
+  tu_expect_no_temporaries(path);
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
   fputs("old", f);
@@ -419,7 +399,7 @@ static void allocation_failures(void **state) {
     tu_restore_allocator();
     assert_true(st == KILN_OK || st == KILN_ERR_OUT_OF_MEMORY);
     if (st != KILN_OK) assert_false(exists(path));
-    expect_no_temporaries(path);
+    tu_expect_no_temporaries(path);
     if (st == KILN_OK && asked <= fail_at) break;
     remove(path);
   }

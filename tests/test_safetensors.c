@@ -77,25 +77,6 @@ static void expect_same(const char *label, kiln_tensor *got, kiln_tensor *want) 
   assert_true(tu_close(label, got, want, 0, 0));
 }
 
-/* No file of this process's temporaries is left in the directory of path. */
-static void expect_no_temporaries(const char *path) {
-  char dir[512], prefix[512];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  assert_non_null(slash);
-  snprintf(prefix, sizeof prefix, "%s.tmp.", slash + 1);
-  *slash = '\0';
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  for (struct dirent *e; (e = readdir(d));)
-    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
-      fprintf(stderr, "temporary %s/%s left behind\n", dir, e->d_name);
-      closedir(d);
-      fail();
-    }
-  closedir(d);
-}
-
 /* ------------------------------------------------------------ round trips */
 
 static void round_trip_every_dtype_and_shape(void **state) {
@@ -125,7 +106,7 @@ static void round_trip_every_dtype_and_shape(void **state) {
   char path[512];
   tmp_path(path, sizeof path, "round_trip");
   assert_int_equal(kiln_save_safetensors(path, n, names, src), KILN_OK);
-  expect_no_temporaries(path);
+  tu_expect_no_temporaries(path);
   loaded l = load_ok(path);
   assert_int_equal(l.n, n);
   for (int i = 0; i < n; i++) {
@@ -584,7 +565,7 @@ static void save_failures(void **state) {
   assert_non_null(strstr(kiln_last_error(), "tensor 'b' carries a failure: "));
   assert_non_null(strstr(kiln_last_error(), kiln_tensor_error(bad)));
   assert_int_equal(access(path, F_OK), -1);
-  expect_no_temporaries(path);
+  tu_expect_no_temporaries(path);
 
   ts[1] = x;
   assert_int_equal(kiln_save_safetensors("/nonexistent-dir-kiln/x.safetensors", 3, names, ts), KILN_ERR_IO);
@@ -605,7 +586,7 @@ static void save_is_atomic(void **state) {
   kiln_tensor *b = tu_track(kiln_full(KILN_I64, 2, TU_SHAPE(2, 2), 7.0));
   assert_int_equal(kiln_save_safetensors(path, 1, na, &a), KILN_OK);
   assert_int_equal(kiln_save_safetensors(path, 1, nb, &b), KILN_OK);
-  expect_no_temporaries(path);
+  tu_expect_no_temporaries(path);
   loaded l = load_ok(path);
   assert_int_equal(l.n, 1);
   assert_string_equal(l.names[0], "b");
@@ -686,7 +667,7 @@ static void allocation_failures(void **state) {
     assert_int_equal(n2, s2 == KILN_OK ? 6 : 0);
     if (s1 != KILN_OK) assert_true(!names1 && !t1);
     if (s2 != KILN_OK) assert_true(!names2 && !t2);
-    expect_no_temporaries(dst);
+    tu_expect_no_temporaries(dst);
     if (s1 == KILN_OK && s2 == KILN_OK && s3 == KILN_OK && tu_allocations() <= fail_at) break;
   }
   assert_true(fail_at > 20);

@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -336,4 +337,22 @@ kiln_block *tu_lenet(void) {
   kiln_block_add_child(net, NULL, kiln_nn_dense(84, KILN_ACT_RELU));
   assert_int_equal(kiln_block_add_child(net, NULL, kiln_nn_dense(10, KILN_ACT_NONE)), KILN_OK);
   return net;
+}
+
+void tu_expect_no_temporaries(const char *path) {
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  assert_non_null(slash);
+  const char *base = path + (slash - dir) + 1;
+  *slash = '\0';
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  for (struct dirent *e; (e = readdir(d));)
+    if (strncmp(e->d_name, base, strlen(base)) == 0 && strstr(e->d_name, ".tmp.")) {
+      fprintf(stderr, "temporary %s/%s left behind\n", dir, e->d_name);
+      closedir(d);
+      fail();
+    }
+  closedir(d);
 }

@@ -38,6 +38,11 @@ kiln_tensor *tu_fixture(const char *name);
  * an allocation count sees only what is really alive. */
 void tu_settle(void);
 
+/* Fails the test when a file whose name starts with path's last component
+ * and contains ".tmp." is left in path's directory: what an atomic write
+ * (temporary, fsync, rename) leaves behind when it fails to clean up. */
+void tu_expect_no_temporaries(const char *path);
+
 /* A shape literal: TU_SHAPE(2, 3). */
 #define TU_SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 
