@@ -13,7 +13,7 @@ import unittest
 import kiln
 from kiln import nd
 
-from kilntest import np, needs_numpy
+from kilntest import np, needs_numpy, rss_growth
 
 try:
     import torch
@@ -31,14 +31,6 @@ DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 
 def addr(a):
     return a.__array_interface__["data"][0]
-
-
-def rss_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 @needs_numpy
@@ -154,18 +146,10 @@ class FromNumpy(unittest.TestCase):
             c = nd.from_dlpack(b)
             return nd.from_dlpack(nd.from_dlpack(c))
 
-        for _ in range(2000):
-            body()
-        kiln.waitall()
-        gc.collect()
-        rss = rss_kib()
-        for _ in range(ROUND_TRIPS):
-            body()
-        kiln.waitall()
-        gc.collect()
+        grown = rss_growth(body, ROUND_TRIPS)
         self.assertEqual(sys.getrefcount(a), before)
         if not SANITIZED:
-            self.assertLess(rss_kib() - rss, 8 * 1024, "RSS grew over 20 000 round trips")
+            self.assertLess(grown, 8 * 1024, "RSS grew over 20 000 round trips")
 
 
 @needs_numpy
@@ -295,17 +279,9 @@ class Torch(unittest.TestCase):
             x = nd.from_dlpack(t)
             return torch.from_dlpack(x + 1)
 
-        for _ in range(2000):
-            body()
-        kiln.waitall()
-        gc.collect()
-        rss = rss_kib()
-        for _ in range(ROUND_TRIPS):
-            body()
-        kiln.waitall()
-        gc.collect()
+        grown = rss_growth(body, ROUND_TRIPS)
         if not SANITIZED:
-            self.assertLess(rss_kib() - rss, 8 * 1024, "RSS grew over 20 000 round trips")
+            self.assertLess(grown, 8 * 1024, "RSS grew over 20 000 round trips")
         self.assertEqual(sys.getrefcount(t), 2)
 
 

@@ -1,21 +1,13 @@
 """Reference counting across the boundary: an array owns one kiln reference,
 so loops of small ops (eager, inside Python forwards kiln calls back, under
 autograd) keep memory flat."""
-import gc
 import os
 import sys
 import unittest
 
 import kiln
 from kiln import nd, nn, autograd
-
-
-def rss_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from kilntest import rss_growth
 
 
 class Net(nn.HybridBlock):
@@ -30,18 +22,6 @@ class Net(nn.HybridBlock):
 @unittest.skipUnless(sys.platform.startswith("linux"), "reads /proc/self/status")
 @unittest.skipIf(os.environ.get("KILN_PY_SANITIZED"), "ASan's quarantine keeps freed memory: RSS measures nothing")
 class NoLeaks(unittest.TestCase):
-    def growth(self, body, n, warm=2000):
-        for _ in range(warm):
-            body()
-        kiln.waitall()
-        gc.collect()
-        before = rss_kib()
-        for _ in range(n):
-            body()
-        kiln.waitall()
-        gc.collect()
-        return rss_kib() - before
-
     def test_small_ops(self):
         x = nd.ones((4,))
 
@@ -53,17 +33,17 @@ class NoLeaks(unittest.TestCase):
 
         # 170 000 iterations, 6 arrays each: 1e6 ops, where a leaked tensor
         # (header and storage, over 200 bytes) per op would be over 200 MiB.
-        grown = self.growth(body, 170000)
+        grown = rss_growth(body, 170000)
         self.assertLess(grown, 4096, "RSS grew by %d KiB over 1e6 small ops" % grown)
 
     def test_python_forward_eager_and_hybridized(self):
         net = Net()
         net.initialize()
         x = nd.ones((2, 3))
-        grown = self.growth(lambda: net(x), 20000)
+        grown = rss_growth(lambda: net(x), 20000)
         self.assertLess(grown, 4096, "eager: RSS grew by %d KiB" % grown)
         net.hybridize()
-        grown = self.growth(lambda: net(x), 20000)
+        grown = rss_growth(lambda: net(x), 20000)
         self.assertLess(grown, 4096, "hybridized: RSS grew by %d KiB" % grown)
 
     def test_autograd_loop(self):
@@ -76,7 +56,7 @@ class NoLeaks(unittest.TestCase):
             y.backward()
             w.grad
 
-        grown = self.growth(body, 20000)
+        grown = rss_growth(body, 20000)
         self.assertLess(grown, 4096, "RSS grew by %d KiB" % grown)
 
 
