@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "device/device.h"
-#include "engine/engine.h"
 #include "tensor/tensor.h"
 
 /* Whether the elements a strided layout reaches stay within int64 bytes of
@@ -64,23 +63,16 @@ kiln_tensor *kiln_tensor_from_external(kiln_dtype dt, int ndim, const int64_t *s
 
   kiln_tensor *t = kiln_alloc_small(sizeof *t);
   kiln_storage *s = kiln_alloc(sizeof *s);
-  kiln_engine *engine = NULL;
-  int device = device_current(), queue = 0;
-  kiln_status started = t && s ? device_start(device, &engine, &queue) : KILN_OK;
-  kiln_engine_var *var = t && s && started == KILN_OK ? engine_new_var_on(engine, queue) : NULL;
-  if (!var) {
+  if (s) memset(s, 0, sizeof *s);
+  kiln_status bound = t && s ? storage_bind(s, device_current()) : KILN_ERR_OUT_OF_MEMORY;
+  if (bound != KILN_OK) {
     kiln_free(t);
     kiln_free(s);
-    if (started != KILN_OK) return fail(kiln_errorf(started, "kiln_tensor_from_external: %s", kiln_last_error()));
+    if (bound != KILN_ERR_OUT_OF_MEMORY)
+      return fail(kiln_errorf(bound, "kiln_tensor_from_external: %s", kiln_last_error()));
     kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_tensor_from_external: out of memory");
     return fail(KILN_ERR_OUT_OF_MEMORY);
   }
-  memset(s, 0, sizeof *s);
-  atomic_init(&s->refs, 1);
-  s->device = device;
-  s->queue = queue;
-  s->engine = engine;
-  s->var = var;
   s->data = data;
   s->release = release ? release : keep;
   s->release_ctx = ctx;

@@ -86,6 +86,21 @@ kiln_tensor *tensor_new_failed(kiln_status status, const char *message) {
 
 kiln_tensor *tensor_new_failed_from(const kiln_tensor *src) { return tensor_new_failed(src->status, src->error); }
 
+kiln_status storage_bind(kiln_storage *s, int device) {
+  kiln_engine *engine;
+  int queue;
+  kiln_status st = device_start(device, &engine, &queue);
+  if (st != KILN_OK) return st;
+  kiln_engine_var *var = engine_new_var_on(engine, queue);
+  if (!var) return KILN_ERR_OUT_OF_MEMORY;
+  atomic_init(&s->refs, 1);
+  s->device = device;
+  s->queue = queue;
+  s->engine = engine;
+  s->var = var;
+  return KILN_OK;
+}
+
 kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape) {
   return tensor_new_on(device_current(), dt, ndim, shape);
 }
@@ -103,18 +118,14 @@ kiln_tensor *tensor_new_on(int device, kiln_dtype dt, int ndim, const int64_t *s
   const device_backend *backend = device_backend_of(device);
   kiln_storage *s = inline_data ? backend->alloc(STORAGE_HEADER + nbytes, &block_bytes) : kiln_alloc(sizeof *s);
   void *data = !s ? NULL : inline_data ? (char *)s + STORAGE_HEADER : backend->alloc(nbytes, &block_bytes);
-  kiln_engine *engine = NULL;
-  int queue = 0;
-  kiln_status started = device_start(device, &engine, &queue);
-  kiln_engine_var *var = started == KILN_OK && data ? engine_new_var_on(engine, queue) : NULL;
-  if (!t || !s || !data || !var) {
+  kiln_status bound = t && data ? storage_bind(s, device) : KILN_ERR_OUT_OF_MEMORY;
+  if (bound != KILN_OK) {
     char buf[KILN_SHAPE_STR_MAX];
     kiln_status failure =
-        started != KILN_OK
-            ? kiln_errorf(started, "tensor: %s", kiln_last_error())
+        bound != KILN_ERR_OUT_OF_MEMORY
+            ? kiln_errorf(bound, "tensor: %s", kiln_last_error())
             : kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a %s tensor of shape %s",
                           nbytes, dtype_names[dt], kiln_shape_str(buf, sizeof buf, ndim, shape));
-    if (var) kiln_engine_delete_var(engine, var, NULL, NULL);
     kiln_free(t);
     if (inline_data) {
       if (s) backend->free(s, block_bytes);
@@ -125,11 +136,6 @@ kiln_tensor *tensor_new_on(int device, kiln_dtype dt, int ndim, const int64_t *s
     return tensor_new_failed(failure, kiln_last_error());
   }
   device_account(device, (int64_t)block_bytes);
-  atomic_init(&s->refs, 1);
-  s->device = device;
-  s->queue = queue;
-  s->engine = engine;
-  s->var = var;
   s->data = data;
   s->nbytes = block_bytes;
   s->inline_data = inline_data;

@@ -66,6 +66,10 @@ kiln_status tensor_checked_numel(const char *op, kiln_dtype dt, int ndim, const 
  * error. */
 kiln_tensor *tensor_new(kiln_dtype dt, int ndim, const int64_t *shape);
 kiln_tensor *tensor_new_on(int device, kiln_dtype dt, int ndim, const int64_t *shape);
+/* Makes fresh storage a device's: one reference, the device's engine queue
+ * and a new variable there. KILN_ERR_OUT_OF_MEMORY, or the device's
+ * failure to start (message in kiln_last_error). */
+kiln_status storage_bind(kiln_storage *s, int device);
 /* Pushes work on the tensor's device (see kiln_engine_push). */
 kiln_status tensor_push(const kiln_tensor *on, kiln_engine_fn fn, void (*done)(void *data), void *data,
                         kiln_engine_var *const *reads, int n_reads, kiln_engine_var *const *writes, int n_writes,
