@@ -149,7 +149,24 @@ static kiln_status check_value(const char *fn, int key, const char *what, int d,
   return KILN_OK;
 }
 
-static int64_t numel_of(const kiln_tensor *t) { return kiln_tensor_numel(t); }
+/* Bytes of a (contiguous) value. */
+static size_t bytes_of(const kiln_tensor *t) { return (size_t)kiln_tensor_numel(t) * kiln_dtype_size(t->dtype); }
+
+/* The arguments of a push or a pull (n_per tensors for each of n_keys
+ * keys), all checked before anything is pushed. */
+static kiln_status check_lists(const kiln_kvstore *kv, const char *fn, const char *what, int n_keys, const int *keys,
+                               int n_per, kiln_tensor *const *tensors) {
+  if (!kv || n_keys < 0 || n_per < 1 || (n_keys && (!keys || !tensors)))
+    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: kv, keys or %ss NULL, or %d keys, %d %ss per key", fn, what,
+                       n_keys, n_per, what);
+  for (int k = 0; k < n_keys; k++) {
+    kiln_status st = check_key(kv, fn, keys[k], true);
+    for (int d = 0; st == KILN_OK && d < n_per; d++)
+      st = check_value(fn, keys[k], what, d, tensors[k * n_per + d], kv->entries[keys[k]].stored);
+    if (st != KILN_OK) return st;
+  }
+  return KILN_OK;
+}
 
 /* ------------------------------------------------------------ the ops */
 
@@ -247,7 +264,7 @@ static kiln_status push_comm(kiln_kvstore *kv, int n, const int *keys, kiln_tens
   *j = (comm_job){kv->comm, kv->timeout, targets[0]->dtype, n, keys[0], keys[n - 1], j->ptrs, j->counts, 0, broadcast};
   for (int i = 0; i < n; i++) {
     j->ptrs[i] = tensor_data(targets[i]);
-    j->counts[i] = numel_of(targets[i]);
+    j->counts[i] = kiln_tensor_numel(targets[i]);
     j->total += j->counts[i];
     writes[i] = targets[i]->storage->var;
   }
@@ -299,7 +316,7 @@ static kiln_status push_reduce(kiln_kvstore *kv, int n, kiln_tensor *const *valu
     return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "kiln_kvstore_push: out of memory");
   }
   j->n = n;
-  j->count = numel_of(target);
+  j->count = kiln_tensor_numel(target);
   j->dtype = target->dtype;
   j->dst = tensor_data(target);
   for (int d = 0; d < n; d++) {
@@ -316,19 +333,10 @@ static kiln_status push_reduce(kiln_kvstore *kv, int n, kiln_tensor *const *valu
 kiln_status kiln_kvstore_push(kiln_kvstore *kv, int n_keys, const int *keys, int n_values, kiln_tensor *const *values,
                               int priority) {
   const char *fn = "kiln_kvstore_push";
-  if (!kv || n_keys < 0 || n_values < 1 || (n_keys && (!keys || !values)))
-    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: kv, keys or values NULL, or %d keys, %d values per key", fn,
-                       n_keys, n_values);
-  /* Everything is checked before anything is pushed. */
-  for (int k = 0; k < n_keys; k++) {
-    kiln_status st = check_key(kv, fn, keys[k], true);
-    for (int d = 0; st == KILN_OK && d < n_values; d++)
-      st = check_value(fn, keys[k], "value", d, values[k * n_values + d], kv->entries[keys[k]].stored);
-    if (st != KILN_OK) return st;
-  }
+  kiln_status st = check_lists(kv, fn, "value", n_keys, keys, n_values, values);
+  if (st != KILN_OK) return st;
   kiln_tensor **targets = kiln_alloc(sizeof(kiln_tensor *) * (size_t)(n_keys ? n_keys : 1));
   if (!targets) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-  kiln_status st = KILN_OK;
   for (int k = 0; st == KILN_OK && k < n_keys; k++) {
     entry *e = &kv->entries[keys[k]];
     if (kv->updater && !e->merged) {
@@ -346,10 +354,9 @@ kiln_status kiln_kvstore_push(kiln_kvstore *kv, int n_keys, const int *keys, int
   /* Buckets: runs of keys of one dtype up to bucket_bytes, in push order. */
   for (int k = 0; st == KILN_OK && kv->mpi && kv->size > 1 && k < n_keys;) {
     int end = k + 1;
-    size_t bytes = (size_t)numel_of(targets[k]) * kiln_dtype_size(targets[k]->dtype);
-    while (end < n_keys && targets[end]->dtype == targets[k]->dtype &&
-           bytes + (size_t)numel_of(targets[end]) * kiln_dtype_size(targets[end]->dtype) <= kv->bucket_bytes)
-      bytes += (size_t)numel_of(targets[end]) * kiln_dtype_size(targets[end]->dtype), end++;
+    size_t bytes = bytes_of(targets[k]);
+    while (end < n_keys && targets[end]->dtype == targets[k]->dtype && bytes + bytes_of(targets[end]) <= kv->bucket_bytes)
+      bytes += bytes_of(targets[end++]);
     st = push_comm(kv, end - k, keys + k, targets + k, false, priority);
     k = end;
   }
@@ -369,15 +376,8 @@ kiln_status kiln_kvstore_push(kiln_kvstore *kv, int n_keys, const int *keys, int
 kiln_status kiln_kvstore_pull(kiln_kvstore *kv, int n_keys, const int *keys, int n_outs, kiln_tensor *const *outs,
                               int priority) {
   const char *fn = "kiln_kvstore_pull";
-  if (!kv || n_keys < 0 || n_outs < 1 || (n_keys && (!keys || !outs)))
-    return kiln_errorf(KILN_ERR_INVALID_ARGUMENT, "%s: kv, keys or outs NULL, or %d keys, %d outputs per key", fn, n_keys,
-                       n_outs);
-  for (int k = 0; k < n_keys; k++) {
-    kiln_status st = check_key(kv, fn, keys[k], true);
-    for (int d = 0; st == KILN_OK && d < n_outs; d++)
-      st = check_value(fn, keys[k], "output", d, outs[k * n_outs + d], kv->entries[keys[k]].stored);
-    if (st != KILN_OK) return st;
-  }
+  kiln_status st = check_lists(kv, fn, "output", n_keys, keys, n_outs, outs);
+  if (st != KILN_OK) return st;
   for (int k = 0; k < n_keys; k++) {
     kiln_tensor *stored = kv->entries[keys[k]].stored;
     for (int d = 0; d < n_outs; d++) {
@@ -385,10 +385,9 @@ kiln_status kiln_kvstore_pull(kiln_kvstore *kv, int n_keys, const int *keys, int
       if (out->storage == stored->storage) continue; /* pulling into the store itself */
       copy_job *j = kiln_alloc(sizeof *j);
       if (!j) return kiln_errorf(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-      *j = (copy_job){tensor_data(out), tensor_data(stored), (size_t)numel_of(out) * kiln_dtype_size(out->dtype),
-                      device_backend_of(out->storage->device)};
-      kiln_status st = engine_push_on(kv->engine, kv->copy_queue, run_copy, kiln_free, j, &stored->storage->var, 1,
-                                      &out->storage->var, 1, "kvstore pull", priority);
+      *j = (copy_job){tensor_data(out), tensor_data(stored), bytes_of(out), device_backend_of(out->storage->device)};
+      st = engine_push_on(kv->engine, kv->copy_queue, run_copy, kiln_free, j, &stored->storage->var, 1,
+                          &out->storage->var, 1, "kvstore pull", priority);
       if (st != KILN_OK) {
         kiln_free(j);
         return st;
