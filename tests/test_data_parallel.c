@@ -286,6 +286,39 @@ static void test_two_devices_train_as_one_lenet(void **state) {
   run_parallel_equals_single(tu_lenet, 4, shape, 2, &op, true, 3, 5e-5);
 }
 
+/* Replicas that are not one model, and misuse, fail naming what is wrong;
+ * nothing is left half made. */
+static void test_parallel_trainer_refuses_bad_replicas(void **state) {
+  (void)state;
+  kiln_scope_begin();
+  int64_t shape[2] = {4, 20};
+  kiln_tensor *x = kiln_ones(KILN_F32, 2, shape);
+  kiln_block *a = mlp(), *b = kiln_nn_sequential();
+  kiln_block_add_child(b, NULL, kiln_nn_dense(32, KILN_ACT_RELU));
+  kiln_block_add_child(b, NULL, kiln_nn_dense(7, KILN_ACT_NONE)); /* 7 outputs, not 10 */
+  kiln_block *uninitialised = mlp();
+  kiln_block_initialize(a, NULL, false), kiln_block_initialize(b, NULL, false);
+  assert_true(tu_ok("a", kiln_block_call(a, x)));
+  assert_true(tu_ok("b", kiln_block_call(b, x)));
+  kiln_optimizer_params op = kiln_optimizer_params_default(KILN_OPT_SGD);
+  kiln_block *pair[2] = {a, b};
+  assert_null(kiln_parallel_trainer_new(2, pair, &op, NULL));
+  assert_int_equal(kiln_last_status(), KILN_ERR_SHAPE);
+  assert_non_null(strstr(kiln_last_error(), "replica 1"));
+  kiln_block *with_missing[2] = {a, NULL};
+  assert_null(kiln_parallel_trainer_new(2, with_missing, &op, NULL));
+  assert_non_null(strstr(kiln_last_error(), "replica 1 is NULL"));
+  kiln_block *not_ready[2] = {a, uninitialised};
+  assert_null(kiln_parallel_trainer_new(2, not_ready, &op, NULL));
+  assert_non_null(strstr(kiln_last_error(), "replica 1"));
+  assert_null(kiln_parallel_trainer_new(0, pair, &op, NULL));
+  assert_int_equal(kiln_last_status(), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_parallel_trainer_step(NULL, 1), KILN_ERR_INVALID_ARGUMENT);
+  kiln_parallel_trainer_free(NULL);
+  kiln_block_release(a), kiln_block_release(b), kiln_block_release(uninitialised);
+  kiln_scope_end();
+}
+
 /* The comparison can fail: replicas that skip the sum (each its own
  * gradient) drift from the one-device run. */
 static void test_without_the_sum_replicas_drift(void **state) {
@@ -328,6 +361,7 @@ int main(void) {
       cmocka_unit_test(test_two_devices_train_as_one_mlp_sgd),
       cmocka_unit_test(test_three_devices_train_as_one_mlp_adam_hybridized),
       cmocka_unit_test(test_two_devices_train_as_one_lenet),
+      cmocka_unit_test(test_parallel_trainer_refuses_bad_replicas),
       cmocka_unit_test(test_without_the_sum_replicas_drift),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -113,6 +113,8 @@ static void test_accounting_per_device(void **state) {
   assert_int_equal(after, before);
   assert_true(peak >= (int64_t)4 << 20);
   assert_int_equal(kiln_device_memory(kiln_cpu(99), &after, &peak), KILN_ERR_INVALID_ARGUMENT);
+  assert_int_equal(kiln_device_reset_peak(kiln_cpu(-1)), KILN_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kiln_last_error(), "cpu(-1)"));
 }
 
 /* A plan compiled over parameters on cpu(1) runs there, and refuses an
