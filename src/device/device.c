@@ -12,7 +12,7 @@ static void *cpu_alloc(size_t n, size_t *actual) { return kiln_alloc_block(n, ac
 static void cpu_free(void *p, size_t actual) { kiln_free_block(p, actual); }
 static void cpu_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
 
-static const device_backend cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_copy};
+static const device_backend cpu_backend = {cpu_alloc, cpu_free, cpu_copy};
 
 typedef struct {
   atomic_int queue_plus1; /* 0 until started */

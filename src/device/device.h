@@ -14,7 +14,6 @@
 #include "base/base.h"
 
 typedef struct {
-  const char *name;
   /* Storage for n bytes; *actual is what free_block takes back. */
   void *(*alloc)(size_t n, size_t *actual);
   void (*free)(void *p, size_t actual);
